@@ -17,3 +17,13 @@
 //! - [`agent`]: `run(config, shutdown)`, the loop tying the stages together.
 
 pub mod model;
+pub mod agent;
+pub mod bpf_sys;
+pub mod config;
+pub mod detect;
+pub mod drain;
+pub mod flowtable;
+pub mod http;
+pub mod loader;
+pub mod metrics;
+pub mod rates;

@@ -1,0 +1,1 @@
+//! Double-buffered, loss-free draining of the kernel maps (being written).

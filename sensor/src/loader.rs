@@ -1,0 +1,1 @@
+//! Loading the eBPF object, attaching and detaching programs (being written).
