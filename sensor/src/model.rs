@@ -39,6 +39,44 @@ pub struct Interval {
     pub end_unix_ns: u64,
     pub flows: Vec<FlowDelta>,
     pub totals: Vec<IfaceTotals>,
+    /// Kernel-side state at the end of the interval (absent offline).
+    pub kernel: Option<KernelStats>,
+}
+
+/// What the drain learned about the kernel side besides the counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelStats {
+    /// Capacity of one flow buffer.
+    pub flow_map_capacity: u64,
+    /// Entries the retired buffer held when it was drained.
+    pub flow_map_occupancy: u64,
+    /// How long the flip and drain took.
+    pub drain_ns: u64,
+    /// Per program: cumulative run time and run count, when the kernel's BPF
+    /// stats are enabled (`kernel.bpf_stats_enabled`), else `None`.
+    pub programs: Vec<ProgramStats>,
+    /// Attachments, for the attach-state metrics.
+    pub attachments: Vec<AttachInfo>,
+}
+
+/// Run statistics of one loaded program.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProgramStats {
+    /// `xdp` or `tc`.
+    pub program: &'static str,
+    pub run_time_ns: Option<u64>,
+    pub run_count: Option<u64>,
+}
+
+/// The state of one interface the sensor watches.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AttachInfo {
+    pub iface: String,
+    pub ifindex: u32,
+    /// `native` or `skb` while attached.
+    pub xdp_mode: &'static str,
+    pub xdp_attached: bool,
+    pub tc_attached: bool,
 }
 
 impl Interval {
