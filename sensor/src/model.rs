@@ -86,6 +86,20 @@ impl Interval {
     }
 }
 
+/// The flow table's bookkeeping after an interval, for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlowTableStats {
+    /// Flows in the table now.
+    pub size: u64,
+    /// Configured maximum.
+    pub capacity: u64,
+    /// Flows evicted because the table was full (cumulative).
+    pub evictions: u64,
+    /// Flow records written, by reason label (`idle`, `active`, `evicted`,
+    /// `shutdown`), cumulative.
+    pub records: Vec<(&'static str, u64)>,
+}
+
 /// Adds `b` into `a`: counters are summed, timestamps widened, flags ORed.
 /// Used to merge per-CPU slots and successive deltas of the same flow.
 pub fn merge_value(a: &mut FlowValue, b: &FlowValue) {
