@@ -1,25 +1,244 @@
 //! Double-buffered, loss-free draining of the kernel maps.
 //!
-//! (API fixed; implementation being written.)
+//! The programs write the flow buffer that [`Control::active`] names. A drain:
+//!
+//! 1. flips `active` to the other buffer and notes the time of the flip;
+//! 2. waits on an [`RcuBarrier`]: every program run that could still have read
+//!    the old flag has finished, so the retired buffer is frozen;
+//! 3. reads and deletes every entry of the retired buffer with
+//!    `BPF_MAP_LOOKUP_AND_DELETE_BATCH`, summing the per-CPU slots;
+//! 4. reads the cumulative per-interface totals.
+//!
+//! No increment can be lost: an increment lands either in the retired
+//! buffer before the barrier (and is read in step 3) or in the active buffer
+//! (and is read by the next drain). Nothing writes the retired buffer while
+//! it is read and cleared.
 
-use crate::model::Interval;
+use std::{
+    os::fd::AsFd,
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use aya::{
+    maps::{Array, MapData, PerCpuArray},
+    Ebpf,
+};
+use sensor_common::{
+    totals_index, Control, Direction, FlowKey, FlowValue, Totals, MAP_CONTROL, MAP_FLOWS_A,
+    MAP_FLOWS_B, MAP_TOTALS,
+};
+
+use crate::{
+    bpf_sys::{self, RcuBarrier},
+    loader::SlotTable,
+    model::{merge_totals, merge_value, FlowDelta, IfaceTotals, Interval, KernelStats},
+};
+
+/// Entries requested per batch syscall.
+const BATCH: u32 = 4096;
 
 /// Errors of a drain.
 #[derive(Debug, thiserror::Error)]
 pub enum DrainError {
-    #[error("not implemented yet")]
-    Todo,
+    #[error("the object has no map {0}; the binary and object disagree, rebuild")]
+    MissingMap(&'static str),
+    #[error("map {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("{what}: {source}")]
+    Sys {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Moves the kernel's per-flow deltas and totals into [`Interval`]s.
 pub struct Drainer {
-    _private: (),
+    flows: [MapData; 2],
+    totals: PerCpuArray<MapData, Totals>,
+    control: Array<MapData, Control>,
+    barrier: RcuBarrier,
+    active: u32,
+    slots: SlotTable,
+    ncpus: usize,
+    last_flip_ns: u64,
+    capacity: u32,
+}
+
+fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, DrainError> {
+    ebpf.take_map(name).ok_or(DrainError::MissingMap(name))
+}
+
+fn map_data(map: aya::maps::Map, name: &'static str) -> Result<MapData, DrainError> {
+    use aya::maps::Map;
+    match map {
+        Map::PerCpuHashMap(m) => Ok(m),
+        _ => Err(DrainError::MissingMap(name)),
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 impl Drainer {
+    /// Takes the flow, totals and control maps out of a loaded object.
+    pub fn new(ebpf: &mut Ebpf, slots: SlotTable, capacity: u32) -> Result<Drainer, DrainError> {
+        let a = map_data(take(ebpf, MAP_FLOWS_A)?, MAP_FLOWS_A)?;
+        let b = map_data(take(ebpf, MAP_FLOWS_B)?, MAP_FLOWS_B)?;
+        let totals =
+            PerCpuArray::try_from(take(ebpf, MAP_TOTALS)?).map_err(|source| DrainError::Map {
+                map: MAP_TOTALS,
+                source,
+            })?;
+        let control: Array<MapData, Control> =
+            Array::try_from(take(ebpf, MAP_CONTROL)?).map_err(|source| DrainError::Map {
+                map: MAP_CONTROL,
+                source,
+            })?;
+        let active = control.get(&0, 0).map(|c| c.active & 1).unwrap_or(0);
+        let barrier = RcuBarrier::new().map_err(|source| DrainError::Sys {
+            what: "creating the RCU barrier maps",
+            source,
+        })?;
+        let ncpus = bpf_sys::possible_cpus().map_err(|source| DrainError::Sys {
+            what: "reading /sys/devices/system/cpu/possible",
+            source,
+        })?;
+        Ok(Drainer {
+            flows: [a, b],
+            totals,
+            control,
+            barrier,
+            active,
+            slots,
+            ncpus,
+            last_flip_ns: monotonic_ns(),
+            capacity,
+        })
+    }
+
     /// Flips the flow buffers, waits for in-flight programs, reads and
     /// clears the retired buffer, and reads the totals.
     pub fn drain(&mut self) -> Result<Interval, DrainError> {
-        Err(DrainError::Todo)
+        let started = Instant::now();
+        let retired = self.active;
+        let next = retired ^ 1;
+        self.control
+            .set(
+                0,
+                Control {
+                    active: next,
+                    _pad: 0,
+                },
+                0,
+            )
+            .map_err(|source| DrainError::Map {
+                map: MAP_CONTROL,
+                source,
+            })?;
+        let flip_ns = monotonic_ns();
+        let flip_unix_ns = unix_ns();
+        self.active = next;
+        self.barrier.wait().map_err(|source| DrainError::Sys {
+            what: "waiting for in-flight programs (map-in-map update)",
+            source,
+        })?;
+
+        let flows = self.read_flows(retired as usize)?;
+        let totals = self.read_totals()?;
+        let interval = Interval {
+            start_ns: self.last_flip_ns,
+            end_ns: flip_ns,
+            end_unix_ns: flip_unix_ns,
+            kernel: Some(KernelStats {
+                flow_map_capacity: self.capacity as u64,
+                flow_map_occupancy: flows.len() as u64,
+                drain_ns: started.elapsed().as_nanos() as u64,
+                programs: Vec::new(),
+                attachments: Vec::new(),
+            }),
+            flows,
+            totals,
+        };
+        self.last_flip_ns = flip_ns;
+        Ok(interval)
+    }
+
+    fn read_flows(&mut self, which: usize) -> Result<Vec<FlowDelta>, DrainError> {
+        const KEY: usize = std::mem::size_of::<FlowKey>();
+        const VALUE: usize = std::mem::size_of::<FlowValue>();
+        let ncpus = self.ncpus;
+        let mut out = Vec::new();
+        let fd = self.flows[which].fd().as_fd();
+        bpf_sys::lookup_and_delete_batch(fd, KEY, VALUE * ncpus, BATCH, |keys, values| {
+            for (k, v) in keys
+                .chunks_exact(KEY)
+                .zip(values.chunks_exact(VALUE * ncpus))
+            {
+                // SAFETY: FlowKey is Pod and the chunk holds exactly its bytes;
+                // read_unaligned makes no alignment assumption.
+                let key: FlowKey = unsafe { std::ptr::read_unaligned(k.as_ptr().cast()) };
+                let mut value = FlowValue::default();
+                for cpu in v.chunks_exact(VALUE) {
+                    // SAFETY: as above, for one CPU's FlowValue.
+                    let cv: FlowValue = unsafe { std::ptr::read_unaligned(cpu.as_ptr().cast()) };
+                    merge_value(&mut value, &cv);
+                }
+                if value.packets > 0 {
+                    out.push(FlowDelta { key, value });
+                }
+            }
+        })
+        .map_err(|source| DrainError::Sys {
+            what: "BPF_MAP_LOOKUP_AND_DELETE_BATCH on the retired flow buffer",
+            source,
+        })?;
+        Ok(out)
+    }
+
+    fn read_totals(&self) -> Result<Vec<IfaceTotals>, DrainError> {
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut out = Vec::with_capacity(slots.len() * 2);
+        for (slot, (ifindex, iface)) in slots {
+            for direction in [Direction::Ingress, Direction::Egress] {
+                let values = self
+                    .totals
+                    .get(&totals_index(slot, direction as u8), 0)
+                    .map_err(|source| DrainError::Map {
+                        map: MAP_TOTALS,
+                        source,
+                    })?;
+                let mut sum = Totals::default();
+                for t in values.iter() {
+                    merge_totals(&mut sum, t);
+                }
+                out.push(IfaceTotals {
+                    ifindex,
+                    iface: iface.clone(),
+                    direction,
+                    totals: sum,
+                });
+            }
+        }
+        Ok(out)
     }
 }

@@ -218,7 +218,10 @@ mod tests {
             ..Default::default()
         };
         merge_value(&mut a, &b);
-        assert_eq!((a.packets, a.bytes, a.first_seen_ns, a.last_seen_ns), (3, 180, 50, 300));
+        assert_eq!(
+            (a.packets, a.bytes, a.first_seen_ns, a.last_seen_ns),
+            (3, 180, 50, 300)
+        );
         assert_eq!((a.tcp_flags, a.syn), (0x12, 1));
         merge_value(&mut a, &FlowValue::default());
         assert_eq!(a.packets, 3);

@@ -1,0 +1,34 @@
+//! Every map the programs use, declared in one place. Names and layouts come
+//! from `sensor-common`; the agent may resize the flow buffers at load.
+
+use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
+};
+use sensor_common::{
+    Control, FlowKey, FlowValue, Totals, DEFAULT_FLOW_MAP_ENTRIES, MAX_IFACE_SLOTS, TOTALS_ENTRIES,
+};
+
+/// Flow buffer 0. Not preallocated: memory follows the flows present, and a
+/// per-CPU value costs `size_of::<FlowValue>()` on every possible CPU.
+#[map(name = "FLOWS_A")]
+pub static FLOWS_A: PerCpuHashMap<FlowKey, FlowValue> =
+    PerCpuHashMap::with_max_entries(DEFAULT_FLOW_MAP_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// Flow buffer 1.
+#[map(name = "FLOWS_B")]
+pub static FLOWS_B: PerCpuHashMap<FlowKey, FlowValue> =
+    PerCpuHashMap::with_max_entries(DEFAULT_FLOW_MAP_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// Exact counters per interface slot and direction.
+#[map(name = "TOTALS")]
+pub static TOTALS: PerCpuArray<Totals> = PerCpuArray::with_max_entries(TOTALS_ENTRIES, 0);
+
+/// Interface index -> slot, written by the agent when it attaches.
+#[map(name = "IFACE_SLOTS")]
+pub static IFACE_SLOTS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_IFACE_SLOTS, 0);
+
+/// Which flow buffer is active.
+#[map(name = "CONTROL")]
+pub static CONTROL: Array<Control> = Array::with_max_entries(1, 0);
