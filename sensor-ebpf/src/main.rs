@@ -32,7 +32,7 @@ pub fn sensor_xdp(ctx: XdpContext) -> u32 {
     let start = ctx.data();
     let end = ctx.data_end();
     let len = (end - start) as u64;
-    let parsed = parse::parse(start, end, 0);
+    let parsed = parse::parse(start, end, end - start, 0);
     count::account(
         &ctx,
         ctx.ingress_ifindex() as u32,
@@ -69,7 +69,7 @@ pub fn sensor_tc(ctx: TcContext) -> i32 {
     // An offloaded VLAN tag is not in the data: it still counts as the
     // outermost tag and as 4 bytes on the wire.
     let tag_outside = vlan_present != 0;
-    let mut parsed = parse::parse(start, end, tag_outside as u8);
+    let mut parsed = parse::parse(start, end, skb_len as usize, tag_outside as u8);
     let mut len = skb_len as u64;
     if tag_outside {
         len += 4;

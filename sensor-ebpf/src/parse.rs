@@ -114,10 +114,13 @@ fn be16(start: usize, end: usize, off: usize) -> Option<u16> {
 
 /// Walks the headers of the frame in `[start, end)`.
 ///
-/// `tags_outside` is the number of VLAN tags already stripped from the data
-/// (TC with VLAN offload); they count against the two-tag limit.
+/// `frame_len` is the whole frame's length: for TC it exceeds `end - start`
+/// when the payload sits in paged fragments, and the IP length fields are
+/// checked against it. `tags_outside` is the number of VLAN tags already
+/// stripped from the data (TC with VLAN offload); they count against the
+/// two-tag limit.
 #[inline(always)]
-pub fn parse(start: usize, end: usize, tags_outside: u8) -> Parsed {
+pub fn parse(start: usize, end: usize, frame_len: usize, tags_outside: u8) -> Parsed {
     let mut p = Parsed::new();
     let Some(mut ether_type) = be16(start, end, 12) else {
         p.malformed = Some(Malformed::TruncatedEthernet);
@@ -150,12 +153,12 @@ pub fn parse(start: usize, end: usize, tags_outside: u8) -> Parsed {
         ETH_P_IPV4 => {
             p.class = L3::Ipv4;
             p.ip_version = 4;
-            ipv4(&mut p, start, end, off);
+            ipv4(&mut p, start, end, frame_len, off);
         }
         ETH_P_IPV6 => {
             p.class = L3::Ipv6;
             p.ip_version = 6;
-            ipv6(&mut p, start, end, off);
+            ipv6(&mut p, start, end, frame_len, off);
         }
         t if t == ETH_P_8021Q || t == ETH_P_8021AD || t == ETH_P_QINQ1 => {
             p.malformed = Some(Malformed::TooManyVlanTags);
@@ -166,7 +169,7 @@ pub fn parse(start: usize, end: usize, tags_outside: u8) -> Parsed {
 }
 
 #[inline(always)]
-fn ipv4(p: &mut Parsed, start: usize, end: usize, off: usize) {
+fn ipv4(p: &mut Parsed, start: usize, end: usize, frame_len: usize, off: usize) {
     let Some(h) = at::<[u8; 20]>(start, end, off) else {
         p.malformed = Some(Malformed::TruncatedIp);
         return;
@@ -175,7 +178,7 @@ fn ipv4(p: &mut Parsed, start: usize, end: usize, off: usize) {
     let h = unsafe { &*h };
     let ihl = (h[0] & 0x0f) as usize * 4;
     let total = u16::from_be_bytes([h[2], h[3]]) as usize;
-    if h[0] >> 4 != 4 || ihl < 20 || total < ihl || start + off + total > end {
+    if h[0] >> 4 != 4 || ihl < 20 || total < ihl || off + total > frame_len {
         p.malformed = Some(Malformed::BadIpHeader);
         return;
     }
@@ -199,7 +202,7 @@ fn ipv4(p: &mut Parsed, start: usize, end: usize, off: usize) {
 }
 
 #[inline(always)]
-fn ipv6(p: &mut Parsed, start: usize, end: usize, off: usize) {
+fn ipv6(p: &mut Parsed, start: usize, end: usize, frame_len: usize, off: usize) {
     let Some(h) = at::<[u8; 40]>(start, end, off) else {
         p.malformed = Some(Malformed::TruncatedIp);
         return;
@@ -207,7 +210,7 @@ fn ipv6(p: &mut Parsed, start: usize, end: usize, off: usize) {
     // SAFETY: `at` checked the 40 bytes.
     let h = unsafe { &*h };
     let payload = u16::from_be_bytes([h[4], h[5]]) as usize;
-    if h[0] >> 4 != 6 || start + off + 40 + payload > end {
+    if h[0] >> 4 != 6 || off + 40 + payload > frame_len {
         p.malformed = Some(Malformed::BadIpHeader);
         return;
     }

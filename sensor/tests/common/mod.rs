@@ -246,3 +246,6 @@ pub fn sctp(sport: u16, dport: u16) -> Vec<u8> {
 pub fn cat(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
 }
+
+pub mod capture;
+pub mod netns;

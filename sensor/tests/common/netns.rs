@@ -1,0 +1,143 @@
+//! Network namespaces and veth pairs made by a test, removed when the guard
+//! drops (also while a failing test unwinds). Names start with `st-` so
+//! `cargo xtask test` can sweep leftovers of a killed run.
+
+use std::{
+    process::{Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Runs a command, panicking with its output if it fails.
+pub fn sh(args: &[&str]) -> Output {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("spawning {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes.
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A namespace `peer` joined to the root namespace by a veth pair:
+/// `host` (root side, 198.18.N.1/24, 2001:db8:N::1/64) and `peer_if`
+/// (namespace side, .2 / ::2).
+pub struct VethPair {
+    pub ns: String,
+    pub host: String,
+    pub peer_if: String,
+    pub host_v4: String,
+    pub peer_v4: String,
+    pub host_v6: String,
+    pub peer_v6: String,
+    pub net: u32,
+}
+
+impl VethPair {
+    pub fn new() -> VethPair {
+        let n = SEQ.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id() % 100_000;
+        let net = (pid * 7 + n) % 200 + 10;
+        let ns = format!("st-{pid}-{n}");
+        let host = format!("st{pid}h{n}");
+        let peer_if = format!("st{pid}p{n}");
+        let pair = VethPair {
+            ns: ns.clone(),
+            host: host.clone(),
+            peer_if: peer_if.clone(),
+            host_v4: format!("198.18.{net}.1"),
+            peer_v4: format!("198.18.{net}.2"),
+            host_v6: format!("2001:db8:{net:x}::1"),
+            peer_v6: format!("2001:db8:{net:x}::2"),
+            net,
+        };
+        sh(&["ip", "netns", "add", &ns]);
+        sh(&[
+            "ip", "link", "add", &host, "type", "veth", "peer", "name", &peer_if, "netns", &ns,
+        ]);
+        sh(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/24", pair.host_v4),
+            "dev",
+            &host,
+        ]);
+        sh(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{}/64", pair.host_v6),
+            "dev",
+            &host,
+            "nodad",
+        ]);
+        sh(&["ip", "link", "set", &host, "up"]);
+        pair.ns_sh(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/24", pair.peer_v4),
+            "dev",
+            &peer_if,
+        ]);
+        pair.ns_sh(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{}/64", pair.peer_v6),
+            "dev",
+            &peer_if,
+            "nodad",
+        ]);
+        pair.ns_sh(&["ip", "link", "set", &peer_if, "up"]);
+        pair.ns_sh(&["ip", "link", "set", "lo", "up"]);
+        pair
+    }
+
+    /// Runs a command inside the namespace, panicking on failure.
+    pub fn ns_sh(&self, args: &[&str]) -> Output {
+        let mut v = vec!["ip", "netns", "exec", &self.ns];
+        v.extend_from_slice(args);
+        sh(&v)
+    }
+
+    /// A command to run inside the namespace.
+    pub fn ns_cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns]).args(args);
+        c.stdin(Stdio::null());
+        c
+    }
+}
+
+impl Drop for VethPair {
+    fn drop(&mut self) {
+        // Deleting the namespace removes the peer end and with it the pair.
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host])
+            .output();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+    }
+}
