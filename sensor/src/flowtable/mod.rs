@@ -1,0 +1,319 @@
+//! The bounded flow table: cumulative counters, timeouts, flow records.
+//!
+//! The kernel holds per-interval deltas; [`FlowTable::apply`] adds each
+//! [`FlowDelta`](crate::model::FlowDelta) of an [`Interval`] into a
+//! per-flow entry and then ends flows as NetFlow v9 / IPFIX (RFC 5470 §5.1)
+//! define it, judged on kernel (CLOCK_MONOTONIC) time, with `now` the
+//! interval's `end_ns`:
+//!
+//! - **idle**: no packet for `idle_timeout` (`last_seen + idle <= now`): the
+//!   flow is reported and removed;
+//! - **active**: the current record window began (first packet since the
+//!   flow started or since its previous active record) at least
+//!   `active_timeout` ago: a record is written and the entry continues with
+//!   counters reset, so the records of a long flow add up to its total;
+//! - **evicted**: inserting a new flow into a full table removes the least
+//!   recently seen flow, reports it and counts it in
+//!   [`FlowTableStats::evictions`];
+//! - **shutdown**: [`FlowTable::flush`] reports everything left.
+//!
+//! A flow whose counts were all reported by an active record and that saw
+//! no packet since ends without a (zero-packet) record; its packets are
+//! already in the earlier record, and an eviction is still counted.
+//!
+//! Memory is bounded by `max_flows`. Per flow: a 152-byte [`FlowEntry`] in
+//! a slab, a 52-byte key-to-slot hash entry (about 60-120 bytes with hash
+//! table slack), and two 16-byte B-tree index entries (about 35-70 bytes
+//! with node slack): roughly 250-350 bytes, so about 300 MB at the default
+//! 1,000,000 flows. Every operation is O(log n) in the table size.
+//!
+//! Layout: this module (the table), [`record`] (records and their JSON),
+//! [`writer`] (JSON-lines output).
+
+pub mod record;
+#[cfg(test)]
+mod tests;
+pub mod writer;
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    time::Duration,
+};
+
+use sensor_common::{FlowKey, FlowValue};
+
+pub use record::{EndReason, FlowRecord};
+pub use writer::{RecordWriter, WriterError};
+
+use crate::model::{merge_value, FlowTableStats, IfaceTotals, Interval};
+
+/// Flow table settings (validated by [`crate::config`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowTableConfig {
+    /// Most flows held; at least 1.
+    pub max_flows: usize,
+    /// Active timeout.
+    pub active_timeout: Duration,
+    /// Idle timeout.
+    pub idle_timeout: Duration,
+}
+
+/// One flow in the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowEntry {
+    /// The flow.
+    pub key: FlowKey,
+    /// Counts of the current record window: since the flow started or its
+    /// previous active-timeout record. Zero packets right after one.
+    pub value: FlowValue,
+    /// Packets since the flow entered the table (across active records).
+    pub total_packets: u64,
+    /// Bytes since the flow entered the table.
+    pub total_bytes: u64,
+    /// First packet since the flow entered the table (monotonic ns).
+    pub first_seen_ns: u64,
+    /// Last packet (monotonic ns).
+    pub last_seen_ns: u64,
+}
+
+/// The agent's flow table. See the module docs for the semantics.
+#[derive(Debug)]
+pub struct FlowTable {
+    config: FlowTableConfig,
+    /// Key -> index into `slots`.
+    index: HashMap<FlowKey, u32>,
+    /// Entries; indices not in `index` are free (listed in `free`).
+    slots: Vec<FlowEntry>,
+    free: Vec<u32>,
+    /// (last_seen_ns, slot) of every flow: idle expiry and LRU eviction.
+    by_last_seen: BTreeSet<(u64, u32)>,
+    /// (window first_seen_ns, slot) of flows with a non-empty window.
+    by_window_start: BTreeSet<(u64, u32)>,
+    /// Interface names learned from interval totals.
+    ifaces: HashMap<u32, String>,
+    /// Unix ns minus monotonic ns, from the latest interval.
+    mono_to_unix: Option<i128>,
+    evictions: u64,
+    records: [u64; EndReason::ALL.len()],
+}
+
+impl FlowTable {
+    /// An empty table. A `max_flows` of 0 is treated as 1.
+    pub fn new(config: FlowTableConfig) -> FlowTable {
+        let config = FlowTableConfig {
+            max_flows: config.max_flows.max(1),
+            ..config
+        };
+        FlowTable {
+            config,
+            index: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_last_seen: BTreeSet::new(),
+            by_window_start: BTreeSet::new(),
+            ifaces: HashMap::new(),
+            mono_to_unix: None,
+            evictions: 0,
+            records: [0; EndReason::ALL.len()],
+        }
+    }
+
+    /// Adds an interval's deltas, then ends idle and active flows as of
+    /// `iv.end_ns`. Returns the records written, evictions first.
+    pub fn apply(&mut self, iv: &Interval) -> Vec<FlowRecord> {
+        self.learn_ifaces(&iv.totals);
+        if iv.end_unix_ns != 0 {
+            self.mono_to_unix = Some(i128::from(iv.end_unix_ns) - i128::from(iv.end_ns));
+        }
+        let mut out = Vec::new();
+        for delta in &iv.flows {
+            if delta.value.packets > 0 {
+                self.add(&delta.key, &delta.value, &mut out);
+            }
+        }
+        self.expire(iv.end_ns, &mut out);
+        out
+    }
+
+    /// Ends every flow with reason `shutdown` and empties the table.
+    /// `end_ns` (monotonic now) maps kernel time to wall-clock time when no
+    /// interval was applied yet.
+    pub fn flush(&mut self, end_ns: u64) -> Vec<FlowRecord> {
+        if self.mono_to_unix.is_none() {
+            self.mono_to_unix = Some(i128::from(unix_now_ns()) - i128::from(end_ns));
+        }
+        let order: Vec<u32> = self.by_last_seen.iter().map(|&(_, slot)| slot).collect();
+        let mut out = Vec::with_capacity(order.len());
+        for slot in order {
+            let entry = self.remove(slot);
+            self.emit(&entry, EndReason::Shutdown, &mut out);
+        }
+        out
+    }
+
+    /// Bookkeeping for metrics.
+    pub fn stats(&self) -> FlowTableStats {
+        FlowTableStats {
+            size: self.index.len() as u64,
+            capacity: self.config.max_flows as u64,
+            evictions: self.evictions,
+            records: EndReason::ALL
+                .iter()
+                .zip(self.records)
+                .map(|(r, n)| (r.as_str(), n))
+                .collect(),
+        }
+    }
+
+    /// Flows in the table now.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// True when the table holds no flow.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// The entry of `key`, if present.
+    pub fn get(&self, key: &FlowKey) -> Option<&FlowEntry> {
+        self.index.get(key).map(|&slot| &self.slots[slot as usize])
+    }
+
+    /// Every current entry, in no particular order (for rates and top-K).
+    pub fn iter(&self) -> impl Iterator<Item = &FlowEntry> + '_ {
+        self.index.values().map(|&slot| &self.slots[slot as usize])
+    }
+
+    /// Interface name of `ifindex`, as last seen in interval totals.
+    pub fn iface_name(&self, ifindex: u32) -> Option<&str> {
+        self.ifaces.get(&ifindex).map(String::as_str)
+    }
+
+    fn learn_ifaces(&mut self, totals: &[IfaceTotals]) {
+        for t in totals {
+            if t.iface.is_empty() || self.ifaces.get(&t.ifindex) == Some(&t.iface) {
+                continue;
+            }
+            self.ifaces.insert(t.ifindex, t.iface.clone());
+        }
+    }
+
+    fn add(&mut self, key: &FlowKey, delta: &FlowValue, out: &mut Vec<FlowRecord>) {
+        if let Some(&slot) = self.index.get(key) {
+            let e = &mut self.slots[slot as usize];
+            let (old_last, old_start) = (e.last_seen_ns, e.value.first_seen_ns);
+            let had_window = e.value.packets > 0;
+            merge_value(&mut e.value, delta);
+            e.total_packets += delta.packets;
+            e.total_bytes += delta.bytes;
+            e.first_seen_ns = e.first_seen_ns.min(e.value.first_seen_ns);
+            e.last_seen_ns = e.last_seen_ns.max(delta.last_seen_ns);
+            let (new_last, new_start) = (e.last_seen_ns, e.value.first_seen_ns);
+            if new_last != old_last {
+                self.by_last_seen.remove(&(old_last, slot));
+                self.by_last_seen.insert((new_last, slot));
+            }
+            if !had_window || new_start != old_start {
+                if had_window {
+                    self.by_window_start.remove(&(old_start, slot));
+                }
+                self.by_window_start.insert((new_start, slot));
+            }
+            return;
+        }
+        if self.index.len() >= self.config.max_flows {
+            if let Some(&(_, victim)) = self.by_last_seen.first() {
+                let entry = self.remove(victim);
+                self.evictions += 1;
+                self.emit(&entry, EndReason::Evicted, out);
+            }
+        }
+        let entry = FlowEntry {
+            key: *key,
+            value: *delta,
+            total_packets: delta.packets,
+            total_bytes: delta.bytes,
+            first_seen_ns: delta.first_seen_ns,
+            last_seen_ns: delta.last_seen_ns,
+        };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = entry;
+                slot
+            }
+            None => {
+                // max_flows is at most 100M (config), far below u32::MAX.
+                self.slots.push(entry);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.index.insert(*key, slot);
+        self.by_last_seen.insert((entry.last_seen_ns, slot));
+        self.by_window_start
+            .insert((entry.value.first_seen_ns, slot));
+    }
+
+    fn expire(&mut self, now_ns: u64, out: &mut Vec<FlowRecord>) {
+        let idle = duration_ns(self.config.idle_timeout);
+        while let Some(&(last_seen, slot)) = self.by_last_seen.first() {
+            if last_seen.saturating_add(idle) > now_ns {
+                break;
+            }
+            let entry = self.remove(slot);
+            self.emit(&entry, EndReason::Idle, out);
+        }
+        let active = duration_ns(self.config.active_timeout);
+        while let Some(&(start, slot)) = self.by_window_start.first() {
+            if start.saturating_add(active) > now_ns {
+                break;
+            }
+            self.by_window_start.pop_first();
+            let entry = self.slots[slot as usize];
+            self.slots[slot as usize].value = FlowValue::default();
+            self.emit(&entry, EndReason::Active, out);
+        }
+    }
+
+    /// Removes a live slot from every index and returns its entry.
+    fn remove(&mut self, slot: u32) -> FlowEntry {
+        let entry = self.slots[slot as usize];
+        self.index.remove(&entry.key);
+        self.by_last_seen.remove(&(entry.last_seen_ns, slot));
+        if entry.value.packets > 0 {
+            self.by_window_start
+                .remove(&(entry.value.first_seen_ns, slot));
+        }
+        self.free.push(slot);
+        entry
+    }
+
+    fn emit(&mut self, entry: &FlowEntry, reason: EndReason, out: &mut Vec<FlowRecord>) {
+        if entry.value.packets == 0 {
+            return;
+        }
+        self.records[reason as usize] += 1;
+        let offset = self.mono_to_unix.unwrap_or(0);
+        let wall =
+            |mono: u64| u64::try_from((i128::from(mono) + offset).max(0)).unwrap_or(u64::MAX);
+        out.push(FlowRecord {
+            key: entry.key,
+            value: entry.value,
+            reason,
+            iface: self.ifaces.get(&entry.key.ifindex).cloned(),
+            start_unix_ns: wall(entry.value.first_seen_ns),
+            end_unix_ns: wall(entry.value.last_seen_ns),
+        });
+    }
+}
+
+fn duration_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(duration_ns)
+        .unwrap_or(0)
+}
