@@ -14,6 +14,7 @@
 
 use std::{
     future::Future,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -27,8 +28,11 @@ use crate::{
     config::Config,
     drain::{monotonic_ns, Drainer},
     flowtable::{FlowRecord, FlowTable, FlowTableConfig, RecordWriter, WriterError},
+    http::{self, Health},
     loader::{LoadError, LoadOptions, Sensor},
+    metrics::{BuildInfo, Metrics, MetricsError},
     model::{AttachInfo, ProgramStats},
+    rates::{Rates, RatesConfig},
 };
 
 /// Errors that stop the agent (exit code 1), each saying what to check.
@@ -54,6 +58,19 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    /// The metrics endpoint could not listen.
+    #[error(
+        "cannot listen on {addr}: {source}; is another sensor or exporter using the port? \
+         choose another with --listen-address"
+    )]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The metric families could not be registered (a bug).
+    #[error("{0}")]
+    Metrics(#[from] MetricsError),
     /// The pipeline worker panicked (a bug: please report it with the log).
     #[error("the pipeline worker stopped unexpectedly: {0}; this is a bug, please report it with the log")]
     Worker(String),
@@ -116,11 +133,29 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     }
     let drainer = sensor.drainer().map_err(AgentError::Load)?;
-    let mut pipeline = Pipeline::new(&config, drainer, flows_out);
 
-    // PIPELINE: http — start the exporter on config.listen_address here
-    // (crate::http), serving the registry from crate::metrics; mark it ready
-    // once `pending` is empty.
+    let registry = prometheus::Registry::new();
+    let mut metrics = Metrics::new(&registry, BuildInfo::current())?;
+    for iface in &config.ifaces {
+        metrics.add_iface(iface);
+    }
+    let health = Arc::new(Health::new());
+    let listener = tokio::net::TcpListener::bind(config.listen_address)
+        .await
+        .map_err(|source| AgentError::Listen {
+            addr: config.listen_address,
+            source,
+        })?;
+    let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http_task = tokio::spawn(http::serve(
+        listener,
+        registry.clone(),
+        health.clone(),
+        async {
+            let _ = http_stopped.await;
+        },
+    ));
+    let mut pipeline = Pipeline::new(&config, drainer, flows_out, metrics, health.clone());
 
     let start = tokio::time::Instant::now() + config.interval;
     let mut ticker = tokio::time::interval_at(start, config.interval);
@@ -138,6 +173,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             _ = &mut shutdown => break,
             _ = ticker.tick() => {
                 retry_pending(&mut sensor, &mut pending);
+                pipeline.all_attached = pending.is_empty();
                 sensor.flush_logs();
                 let kernel = KernelSide {
                     attachments: sensor.attachments(),
@@ -152,6 +188,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
 
     info!("shutting down: detaching, final drain, flushing flow records");
+    health.set_ready(false);
     sensor.detach_all();
     let kernel = KernelSide {
         attachments: sensor.attachments(),
@@ -159,7 +196,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     };
     let pipeline = on_worker(pipeline, move |p| p.finish(kernel)).await?;
     sensor.flush_logs();
-    // PIPELINE: http — stop the exporter here.
+    let _ = http_stop.send(());
+    match http_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!("metrics endpoint: {e}"),
+        Err(e) => warn!("metrics endpoint task: {e}"),
+    }
     info!(
         records = pipeline.records_written,
         drain_errors = pipeline.drain_errors,
@@ -208,7 +250,7 @@ fn reload(config: &mut Config, pipeline: &mut Pipeline) {
                 warn!(keys = ?restart, "configuration reloaded; these keys only take effect after a restart");
             }
             pipeline.top_k = new.top_k;
-            // PIPELINE: rates — apply new.top_k and new.ewma_tau to the rates stage.
+            pipeline.rates.set_top_k(new.top_k);
             // PIPELINE: detect — apply new.detection (thresholds, allowlist).
             info!(top_k = new.top_k, "configuration reloaded");
             config.apply_live(&new);
@@ -236,11 +278,29 @@ struct Pipeline {
     records_written: u64,
     drain_log: RateLimitedLog,
     write_log: RateLimitedLog,
+    rates: Rates,
+    metrics: Metrics,
+    health: Arc<Health>,
+    /// False while an interface awaited with --wait-for-iface is missing.
+    all_attached: bool,
 }
 
 impl Pipeline {
-    fn new(config: &Config, drainer: Drainer, flows_out: Option<RecordWriter>) -> Pipeline {
+    fn new(
+        config: &Config,
+        drainer: Drainer,
+        flows_out: Option<RecordWriter>,
+        metrics: Metrics,
+        health: Arc<Health>,
+    ) -> Pipeline {
         Pipeline {
+            rates: Rates::new(RatesConfig {
+                top_k: config.top_k,
+                tau: config.ewma_tau,
+            }),
+            metrics,
+            health,
+            all_attached: false,
             drainer,
             table: FlowTable::new(FlowTableConfig {
                 max_flows: config.max_flows,
@@ -261,10 +321,12 @@ impl Pipeline {
     /// A failed drain is logged (rate-limited) and counted; the counts stay
     /// in the kernel buffer for the next drain.
     fn step(&mut self, kernel: KernelSide) {
+        let started = Instant::now();
         let mut iv = match self.drainer.drain() {
             Ok(iv) => iv,
             Err(e) => {
                 self.drain_errors += 1;
+                self.metrics.observe_poll(started.elapsed(), false);
                 if let Some(suppressed) = self.drain_log.allow() {
                     error!(
                         total = self.drain_errors,
@@ -272,7 +334,6 @@ impl Pipeline {
                         "drain failed: {e}; unread counts stay in the kernel buffer for a later drain"
                     );
                 }
-                // PIPELINE: metrics — export self.drain_errors (sensor_drain_errors_total).
                 return;
             }
         };
@@ -288,10 +349,12 @@ impl Pipeline {
             records = records.len(),
             "interval drained"
         );
-        // PIPELINE: rates — rates.update(&iv, &self.table) with self.top_k.
-        // PIPELINE: detect — detector.observe(&iv, rates) -> events (to config.events).
-        // PIPELINE: metrics — metrics.observe(&iv, &self.table.stats(), rates,
-        //   self.drain_errors, self.write_errors).
+        let snapshot = self.rates.update(&iv);
+        self.metrics.observe_interval(&iv, snapshot);
+        // PIPELINE: detect — detector.observe(&iv) -> events (to config.events).
+        self.metrics.observe_flowtable(&self.table.stats());
+        self.metrics.observe_poll(started.elapsed(), true);
+        self.health.set_ready(self.all_attached);
     }
 
     /// Final drain (programs already detached), then every flow as a
@@ -300,7 +363,7 @@ impl Pipeline {
         self.step(kernel);
         let records = self.table.flush(monotonic_ns());
         self.write(&records);
-        // PIPELINE: metrics — a last update so a final scrape sees the totals.
+        self.metrics.observe_flowtable(&self.table.stats());
     }
 
     fn write(&mut self, records: &[FlowRecord]) {
