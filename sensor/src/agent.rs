@@ -25,7 +25,8 @@ use tokio::{
 use tracing::{debug, error, info, warn};
 
 use crate::{
-    config::Config,
+    config::{Config, Output},
+    detect::{DetectError, Detector, EventWriter},
     drain::{monotonic_ns, Drainer},
     flowtable::{FlowRecord, FlowTable, FlowTableConfig, RecordWriter, WriterError},
     http::{self, Health},
@@ -68,6 +69,9 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    /// The detector could not start (its events output, or its metrics).
+    #[error("{0}")]
+    Detect(#[from] DetectError),
     /// The metric families could not be registered (a bug).
     #[error("{0}")]
     Metrics(#[from] MetricsError),
@@ -155,7 +159,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             let _ = http_stopped.await;
         },
     ));
-    let mut pipeline = Pipeline::new(&config, drainer, flows_out, metrics, health.clone());
+    let detector = Detector::new(config.detection.clone(), &registry)?;
+    let events_out = match &config.events {
+        None => None,
+        Some(Output::Stdout) => Some(EventWriter::open("-")?),
+        Some(Output::File(p)) => Some(EventWriter::open(&p.to_string_lossy())?),
+    };
+    let mut pipeline = Pipeline::new(
+        &config,
+        drainer,
+        flows_out,
+        metrics,
+        health.clone(),
+        Detection {
+            detector,
+            out: events_out,
+        },
+    );
 
     let start = tokio::time::Instant::now() + config.interval;
     let mut ticker = tokio::time::interval_at(start, config.interval);
@@ -251,7 +271,13 @@ fn reload(config: &mut Config, pipeline: &mut Pipeline) {
             }
             pipeline.top_k = new.top_k;
             pipeline.rates.set_top_k(new.top_k);
-            // PIPELINE: detect — apply new.detection (thresholds, allowlist).
+            if let Err(e) = pipeline
+                .detection
+                .detector
+                .try_reload(new.detection.clone())
+            {
+                warn!("detection settings not reloaded: {e}");
+            }
             info!(top_k = new.top_k, "configuration reloaded");
             config.apply_live(&new);
         }
@@ -280,6 +306,7 @@ struct Pipeline {
     write_log: RateLimitedLog,
     rates: Rates,
     metrics: Metrics,
+    detection: Detection,
     health: Arc<Health>,
     /// False while an interface awaited with --wait-for-iface is missing.
     all_attached: bool,
@@ -292,8 +319,10 @@ impl Pipeline {
         flows_out: Option<RecordWriter>,
         metrics: Metrics,
         health: Arc<Health>,
+        detection: Detection,
     ) -> Pipeline {
         Pipeline {
+            detection,
             rates: Rates::new(RatesConfig {
                 top_k: config.top_k,
                 tau: config.ewma_tau,
@@ -351,7 +380,8 @@ impl Pipeline {
         );
         let snapshot = self.rates.update(&iv);
         self.metrics.observe_interval(&iv, snapshot);
-        // PIPELINE: detect — detector.observe(&iv) -> events (to config.events).
+        let events = self.detection.detector.observe(&iv);
+        self.detection.write(&events);
         self.metrics.observe_flowtable(&self.table.stats());
         self.metrics.observe_poll(started.elapsed(), true);
         self.health.set_ready(self.all_attached);
@@ -380,6 +410,23 @@ impl Pipeline {
                 }
                 // PIPELINE: metrics — export self.write_errors.
             }
+        }
+    }
+}
+
+/// The detection stage and its events output.
+struct Detection {
+    detector: Detector,
+    out: Option<EventWriter>,
+}
+
+impl Detection {
+    fn write(&mut self, events: &[crate::detect::Event]) {
+        let Some(out) = self.out.as_mut() else {
+            return;
+        };
+        if let Err(e) = out.write_all(events).and_then(|()| out.flush()) {
+            warn!("writing anomaly events: {e}");
         }
     }
 }

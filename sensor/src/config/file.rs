@@ -31,12 +31,8 @@ pub(crate) struct FileConfig {
     pub pin_path: Option<PathBuf>,
     pub wait_for_iface: Option<bool>,
     pub web_config_file: Option<PathBuf>,
-    // TODO(detect): plug the `[detection]` table in here once
-    // `crate::detect::DetectConfig` exists:
-    //     pub detection: Option<crate::detect::DetectConfig>,
-    // and carry it into `Config::detection` in `Config::build` (defaulting
-    // when absent). Until then a `[detection]` table is rejected as an
-    // unknown key.
+    /// The `[detection]` table (thresholds, baselines, allowlists).
+    pub detection: Option<crate::detect::DetectConfig>,
 }
 
 impl FileConfig {

@@ -96,6 +96,9 @@ pub enum ConfigError {
         other_value: String,
         rule: &'static str,
     },
+    /// An invalid `[detection]` value (the message names the key).
+    #[error("config file [detection]: {message}")]
+    Detection { message: String },
     /// `run` without an interface.
     #[error("no interface to watch: pass --iface IFACE (repeatable), set SENSOR_IFACES=eth0,eth1, or put iface = [\"eth0\"] in the config file")]
     NoInterface,
@@ -179,8 +182,8 @@ pub struct Config {
     pub web_config_file: Option<PathBuf>,
     /// The `--config` file, re-read on SIGHUP.
     pub config_file: Option<PathBuf>,
-    // TODO(detect): `pub detection: crate::detect::DetectConfig,` taken
-    // from the file's `[detection]` table (see file.rs), default otherwise.
+    /// Detection settings: the file's `[detection]` table, or defaults.
+    pub detection: crate::detect::DetectConfig,
     /// The flags as given, re-applied over the file on reload.
     flags: Flags,
 }
@@ -264,7 +267,7 @@ impl Config {
     pub fn apply_live(&mut self, new: &Config) {
         self.top_k = new.top_k;
         self.ewma_tau = new.ewma_tau;
-        // TODO(detect): self.detection = new.detection.clone();
+        self.detection = new.detection.clone();
     }
 
     /// Merges `file` and `flags` (flags win), applies defaults, validates.
@@ -384,7 +387,12 @@ impl Config {
             ));
         }
 
+        let detection = f.detection.unwrap_or_default();
+        detection.validate().map_err(|e| ConfigError::Detection {
+            message: e.to_string(),
+        })?;
         Ok(Config {
+            detection,
             mode,
             log_level,
             ifaces,

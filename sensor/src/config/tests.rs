@@ -433,6 +433,17 @@ fn file_errors() {
         err(&["check", "--config", &f.arg()]),
         ConfigError::ParseFile { .. }
     ));
+
+    let f = TempFile::new("[detection]\nfor_intervals = 0\n");
+    let e = err(&["check", "--config", &f.arg()]);
+    assert!(
+        matches!(&e, ConfigError::Detection { message } if message.contains("for_intervals")),
+        "{e}"
+    );
+
+    let f = TempFile::new("[detection]\nfor_intervals = 3\nclear_seconds = 20.0\n");
+    let c = Config::from_cli(parse(&["check", "--config", &f.arg()]).unwrap()).unwrap();
+    assert_eq!(c.detection.for_intervals, 3);
 }
 
 #[test]
