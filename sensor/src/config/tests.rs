@@ -442,7 +442,7 @@ fn file_errors() {
     );
 
     let f = TempFile::new("[detection]\nfor_intervals = 3\nclear_seconds = 20.0\n");
-    let c = Config::from_cli(parse(&["check", "--config", &f.arg()]).unwrap()).unwrap();
+    let c = parse(&["check", "--config", &f.arg()]).unwrap();
     assert_eq!(c.detection.for_intervals, 3);
 }
 
