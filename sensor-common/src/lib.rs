@@ -374,3 +374,90 @@ mod pod {
     unsafe impl aya::Pod for super::Totals {}
     unsafe impl aya::Pod for super::Control {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_and_unknown_values_are_rejected() {
+        for d in [Direction::Ingress, Direction::Egress] {
+            assert_eq!(Direction::try_from(d as u8), Ok(d));
+        }
+        assert_eq!(Direction::try_from(2), Err(2));
+        for m in Malformed::ALL {
+            assert_eq!(Malformed::try_from(m as u8), Ok(m));
+        }
+        assert_eq!(Malformed::try_from(MALFORMED_REASONS as u8), Err(6));
+        for c in EtherClass::ALL {
+            assert_eq!(EtherClass::try_from(c as u8), Ok(c));
+        }
+        assert_eq!(EtherClass::try_from(200), Err(200));
+    }
+
+    #[test]
+    fn ether_types_are_classified() {
+        assert_eq!(EtherClass::of(0x0806), EtherClass::Arp);
+        assert_eq!(EtherClass::of(0x8035), EtherClass::Arp);
+        assert_eq!(EtherClass::of(0x88cc), EtherClass::Lldp);
+        assert_eq!(EtherClass::of(0x8848), EtherClass::Mpls);
+        assert_eq!(EtherClass::of(0x8863), EtherClass::Pppoe);
+        assert_eq!(EtherClass::of(0x888e), EtherClass::Eapol);
+        assert_eq!(EtherClass::of(0x05ff), EtherClass::Llc);
+        assert_eq!(EtherClass::of(0x0600), EtherClass::Other);
+    }
+
+    #[test]
+    fn totals_slots_do_not_overlap() {
+        assert_eq!(totals_index(0, Direction::Ingress as u8), 0);
+        assert_eq!(totals_index(1, Direction::Egress as u8), 3);
+        assert_eq!(
+            totals_index(MAX_IFACE_SLOTS - 1, Direction::Egress as u8),
+            TOTALS_ENTRIES - 1
+        );
+        let labels: [&str; MALFORMED_REASONS] = Malformed::ALL.map(Malformed::as_str);
+        for (i, a) in labels.iter().enumerate() {
+            assert!(!labels[i + 1..].contains(a), "duplicate label {a}");
+        }
+    }
+}
+
+// ---- benchmark ------------------------------------------------------------
+// Used only by `cargo xtask bench` (sensor-ebpf/src/bench.rs and the bench
+// driver); the agent never touches these.
+
+/// Benchmark program: the sensor's XDP accounting with the flow key varied
+/// per run from a per-CPU counter (see [`BenchConfig`]).
+pub const PROG_XDP_BENCH: &str = "sensor_xdp_bench";
+/// Benchmark traffic generator for `BPF_F_TEST_XDP_LIVE_FRAMES`: rewrites
+/// each IPv4/UDP frame's addresses and source port from a per-CPU counter
+/// and returns `XDP_TX`.
+pub const PROG_XDP_BENCH_GEN: &str = "sensor_bench_gen";
+/// Per-CPU array of [`BENCH_SEQ_ENTRIES`] u64 run counters: index
+/// [`BENCH_SEQ_PROG`] for [`PROG_XDP_BENCH`], [`BENCH_SEQ_GEN`] for the generator.
+pub const MAP_BENCH_SEQ: &str = "BENCH_SEQ";
+/// One-entry array holding [`BenchConfig`].
+pub const MAP_BENCH_CFG: &str = "BENCH_CFG";
+/// Entries of [`MAP_BENCH_SEQ`].
+pub const BENCH_SEQ_ENTRIES: u32 = 2;
+/// Counter index of [`PROG_XDP_BENCH`].
+pub const BENCH_SEQ_PROG: u32 = 0;
+/// Counter index of [`PROG_XDP_BENCH_GEN`].
+pub const BENCH_SEQ_GEN: u32 = 1;
+
+/// How the benchmark programs turn their counter `n` into a flow number `k`:
+/// `k = n % flows`, or `k = n` when `flows` is 0 (every run a new flow).
+/// Written by the bench driver, read by the benchmark programs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct BenchConfig {
+    /// Modulus for [`PROG_XDP_BENCH`].
+    pub prog_flows: u64,
+    /// Modulus for [`PROG_XDP_BENCH_GEN`].
+    pub gen_flows: u64,
+}
+const _: () = assert!(core::mem::size_of::<BenchConfig>() == 16);
+
+#[cfg(feature = "user")]
+// SAFETY: #[repr(C)], two u64 fields, no padding.
+unsafe impl aya::Pod for BenchConfig {}

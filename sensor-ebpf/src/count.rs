@@ -18,7 +18,7 @@ use crate::{
 #[inline(always)]
 pub fn account<C: EbpfContext>(ctx: &C, ifindex: u32, dir: Direction, len: u64, p: &Parsed) {
     // SAFETY: map values are valid for the program's run.
-    let slot = unsafe { IFACE_SLOTS.get(&ifindex) }
+    let slot = unsafe { IFACE_SLOTS.get(ifindex) }
         .copied()
         .unwrap_or(UNKNOWN_IFACE_SLOT);
     let Some(t) = TOTALS.get_ptr_mut(totals_index(slot, dir as u8)) else {
@@ -102,7 +102,7 @@ fn flow(map: &PerCpuHashMap<FlowKey, FlowValue>, key: &FlowKey, len: u64, flags:
         ..FlowValue::default()
     };
     add(&mut v, now, len, flags);
-    if map.insert(key, &v, BPF_NOEXIST as u64).is_ok() {
+    if map.insert(key, v, BPF_NOEXIST as u64).is_ok() {
         return true;
     }
     // Another CPU may have inserted the same flow between our lookup and

@@ -12,6 +12,7 @@
 #![no_std]
 #![no_main]
 
+mod bench;
 mod count;
 mod maps;
 mod parse;

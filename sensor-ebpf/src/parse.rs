@@ -127,13 +127,12 @@ pub fn parse(start: usize, end: usize, frame_len: usize, tags_outside: u8) -> Pa
         return p;
     };
     let mut off = 14usize;
-    let mut tags = tags_outside;
     // Unrolled: at most MAX_VLAN_TAGS tags, plus one more to detect excess.
     for _ in 0..3 {
         if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD && ether_type != ETH_P_QINQ1 {
             break;
         }
-        if tags as usize >= sensor_common::MAX_VLAN_TAGS {
+        if (tags_outside + p.vlan_tags) as usize >= sensor_common::MAX_VLAN_TAGS {
             p.malformed = Some(Malformed::TooManyVlanTags);
             return p;
         }
@@ -145,7 +144,6 @@ pub fn parse(start: usize, end: usize, frame_len: usize, tags_outside: u8) -> Pa
             p.vlan_id = tci & 0x0fff;
         }
         p.vlan_tags += 1;
-        tags += 1;
         ether_type = next;
         off += 4;
     }

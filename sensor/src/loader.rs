@@ -32,6 +32,12 @@ use crate::{
 /// The compiled eBPF object, built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor"));
 
+/// The eBPF object embedded in this binary (empty when built with
+/// `AYA_BUILD_SKIP=1`).
+pub fn object() -> &'static [u8] {
+    OBJECT
+}
+
 /// How to attach XDP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]

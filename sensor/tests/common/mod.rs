@@ -66,21 +66,7 @@ impl Harness {
     }
 
     pub fn xdp_repeat(&mut self, frame: &[u8], repeat: u32) -> u32 {
-        let prog: &mut Xdp = self
-            .sensor
-            .ebpf_mut()
-            .program_mut(PROG_XDP)
-            .expect("xdp program")
-            .try_into()
-            .expect("xdp type");
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            repeat,
-            ..TestRunOptions::default()
-        };
-        prog.test_run(opts)
-            .unwrap_or_else(|e| panic!("test run of {} bytes: {e}", frame.len()))
-            .return_value
+        xdp_run(&mut self.sensor, frame, repeat)
     }
 
     /// Runs the TC program once on `frame`; returns its verdict.
@@ -109,6 +95,24 @@ impl Harness {
     pub fn drain(&mut self) -> Interval {
         self.drainer.drain().expect("drain")
     }
+}
+
+/// Runs the XDP program `repeat` times on `frame` (BPF_PROG_TEST_RUN).
+pub fn xdp_run(sensor: &mut Sensor, frame: &[u8], repeat: u32) -> u32 {
+    let prog: &mut Xdp = sensor
+        .ebpf_mut()
+        .program_mut(PROG_XDP)
+        .expect("xdp program")
+        .try_into()
+        .expect("xdp type");
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        repeat,
+        ..TestRunOptions::default()
+    };
+    prog.test_run(opts)
+        .unwrap_or_else(|e| panic!("test run of {} bytes: {e}", frame.len()))
+        .return_value
 }
 
 /// The totals of one direction on the test interface.
@@ -248,4 +252,5 @@ pub fn cat(parts: &[&[u8]]) -> Vec<u8> {
 }
 
 pub mod capture;
+pub mod e2e;
 pub mod netns;
