@@ -36,7 +36,8 @@ use crate::{
     rates::{Rates, RatesConfig},
 };
 
-/// Errors that stop the agent (exit code 1), each saying what to check.
+/// Errors that stop the agent (exit code 1, or 64 for
+/// [`AgentError::is_usage`]), each saying what to check.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     /// Loading or verifying the programs failed.
@@ -69,6 +70,9 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    /// The `--web.config.file` is invalid (exit 64: a configuration error).
+    #[error("{0}")]
+    WebConfig(#[from] http::WebConfigError),
     /// The detector could not start (its events output, or its metrics).
     #[error("{0}")]
     Detect(#[from] DetectError),
@@ -78,6 +82,13 @@ pub enum AgentError {
     /// The pipeline worker panicked (a bug: please report it with the log).
     #[error("the pipeline worker stopped unexpectedly: {0}; this is a bug, please report it with the log")]
     Worker(String),
+}
+
+impl AgentError {
+    /// True for errors in the configuration given (exit code 64).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, AgentError::WebConfig(_))
+    }
 }
 
 /// `LoadOptions` for a configuration.
@@ -92,6 +103,7 @@ pub fn load_options(config: &Config) -> LoadOptions {
 /// `sensor check`: the configuration is already valid; load and verify the
 /// programs without attaching them, then unload.
 pub async fn check(config: Config) -> Result<(), AgentError> {
+    http::WebConfig::load_opt(config.web_config_file.as_deref())?;
     let sensor = Sensor::load(&load_options(&config)).map_err(AgentError::Load)?;
     info!(
         flow_map_entries = sensor.flow_map_entries(),
@@ -105,6 +117,9 @@ pub async fn check(config: Config) -> Result<(), AgentError> {
 /// `shutdown` completes, then flushes every flow and detaches.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
     let mut config = config;
+    // Configuration first: a bad web config is a usage error (exit 64),
+    // found before anything is loaded or attached.
+    let web = http::WebConfig::load_opt(config.web_config_file.as_deref())?;
     let mut hangup = signal(SignalKind::hangup()).map_err(|source| AgentError::Signal {
         signal: "SIGHUP",
         source,
@@ -143,6 +158,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     for iface in &config.ifaces {
         metrics.add_iface(iface);
     }
+    metrics.set_poll_interval(config.interval);
     let health = Arc::new(Health::new());
     let listener = tokio::net::TcpListener::bind(config.listen_address)
         .await
@@ -155,6 +171,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         listener,
         registry.clone(),
         health.clone(),
+        web,
         async {
             let _ = http_stopped.await;
         },

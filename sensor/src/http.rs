@@ -1,8 +1,16 @@
 //! The HTTP endpoint: `GET /metrics`, `/-/healthy`, `/-/ready`.
 //!
-//! HTTP/1.1 only (hyper 1). Robustness against slow or hostile clients:
-//! - a client must send a request's headers within `header_read_timeout`
-//!   (this also closes idle keep-alive connections);
+//! HTTP/1.1 only (hyper 1), optionally over TLS and with basic auth, both
+//! configured with a [`WebConfig`] (`--web.config.file`, the Prometheus
+//! exporter toolkit's format). With basic auth every path needs the
+//! credentials, health endpoints included, as in the exporter toolkit;
+//! a missing or wrong one gets `401` with `WWW-Authenticate`.
+//!
+//! Robustness against slow or hostile clients:
+//! - a client must complete the TLS handshake, then send a request's
+//!   headers, each within `header_read_timeout` (this also closes idle
+//!   keep-alive connections); plain HTTP sent to the TLS port gets a `400`
+//!   saying to use https;
 //! - a connection lives at most `connection_timeout`, which bounds slow
 //!   readers of a response;
 //! - at most `max_connections` connections are served at once (more are
@@ -11,11 +19,21 @@
 //!
 //! Each connection runs in its own task and a rendering holds no lock a
 //! slow client could keep, so one client never stalls another's scrape.
+//! bcrypt runs on the blocking pool, never on the executor (see `auth`).
 //! The endpoint's own metrics are `sensor_scrape_duration_seconds` and
 //! `sensor_http_requests_total{code}`.
+//!
+//! Layout: this file (routing, limits, [`serve`]); `webconfig` (parsing
+//! and checking the web config); `auth` (basic auth against bcrypt
+//! hashes); `tls` (handshake and the plain-HTTP-on-TLS answer).
 
+mod auth;
 #[cfg(test)]
 mod tests;
+mod tls;
+mod webconfig;
+
+pub use webconfig::{WebConfig, WebConfigError};
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -25,12 +43,13 @@ use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -55,7 +74,7 @@ pub const REQUESTS: Family = Family {
 /// Every family the endpoint registers.
 pub const FAMILIES: [Family; 2] = [SCRAPE_DURATION, REQUESTS];
 /// Closed label values: `code` of [`REQUESTS`].
-pub const CODES: [&str; 5] = ["200", "404", "405", "500", "503"];
+pub const CODES: [&str; 6] = ["200", "401", "404", "405", "500", "503"];
 /// Bucket bounds (seconds) of [`SCRAPE_DURATION`].
 pub const SCRAPE_BUCKETS: [f64; 10] =
     [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
@@ -155,16 +174,27 @@ struct State {
     health: Arc<Health>,
     scrapes: Semaphore,
     metrics: HttpMetrics,
+    auth: Option<Arc<auth::BasicAuth>>,
 }
 
-/// Serves until `shutdown` completes, with [`HttpConfig::default`] limits.
+/// Serves until `shutdown` completes, with [`HttpConfig::default`] limits
+/// and `web`'s TLS and basic auth.
 pub async fn serve(
     listener: TcpListener,
     registry: Registry,
     health: Arc<Health>,
+    web: WebConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), HttpError> {
-    serve_with(listener, registry, health, HttpConfig::default(), shutdown).await
+    serve_with(
+        listener,
+        registry,
+        health,
+        HttpConfig::default(),
+        web,
+        shutdown,
+    )
+    .await
 }
 
 /// Serves until `shutdown` completes; then stops accepting, lets requests
@@ -174,6 +204,7 @@ pub async fn serve_with(
     registry: Registry,
     health: Arc<Health>,
     config: HttpConfig,
+    web: WebConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), HttpError> {
     let metrics = HttpMetrics::register(&registry)?;
@@ -182,7 +213,9 @@ pub async fn serve_with(
         health,
         scrapes: Semaphore::new(config.max_concurrent_scrapes),
         metrics,
+        auth: web.auth.clone(),
     });
+    let acceptor = web.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let connections = Arc::new(Semaphore::new(config.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -199,8 +232,17 @@ pub async fn serve_with(
                     };
                     let state = Arc::clone(&state);
                     let stop = stop_rx.clone();
+                    let acceptor = acceptor.clone();
                     tasks.spawn(async move {
-                        connection(stream, state, config, stop).await;
+                        match acceptor {
+                            None => connection(stream, state, config, stop).await,
+                            Some(acceptor) => {
+                                let tls = tls::accept(stream, &acceptor, config.header_read_timeout);
+                                if let Some(s) = tls.await {
+                                    connection(s, state, config, stop).await;
+                                }
+                            }
+                        }
                         drop(permit);
                     });
                 }
@@ -223,12 +265,14 @@ pub async fn serve_with(
     Ok(())
 }
 
-async fn connection(
-    stream: tokio::net::TcpStream,
+async fn connection<S>(
+    stream: S,
     state: Arc<State>,
     config: HttpConfig,
     mut stop: watch::Receiver<bool>,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -237,7 +281,7 @@ async fn connection(
         .keep_alive(true);
     let service = service_fn(move |req| {
         let state = Arc::clone(&state);
-        async move { Ok::<_, Infallible>(handle(&state, &req)) }
+        async move { Ok::<_, Infallible>(handle(&state, &req).await) }
     });
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
@@ -257,9 +301,23 @@ async fn connection(
     let _ = tokio::time::timeout(grace, conn).await;
 }
 
-fn handle(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let head = req.method() == Method::HEAD;
-    let resp = if req.method() != Method::GET && !head {
+    let authorized = match &state.auth {
+        None => true,
+        Some(auth) => {
+            let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
+            auth.check(header).await
+        }
+    };
+    let resp = if !authorized {
+        let mut r = text(StatusCode::UNAUTHORIZED, "unauthorized\n");
+        r.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"sensor\", charset=\"UTF-8\""),
+        );
+        r
+    } else if req.method() != Method::GET && !head {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
         r.headers_mut()
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));

@@ -25,6 +25,7 @@ async fn start(config: HttpConfig) -> Server {
         registry.clone(),
         Arc::clone(&health),
         config,
+        WebConfig::default(),
         async {
             let _ = rx.await;
         },
@@ -192,6 +193,13 @@ async fn a_registry_is_served_once() {
     let registry = Registry::new();
     HttpMetrics::register(&registry).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let res = serve(listener, registry, Arc::new(Health::new()), async {}).await;
+    let res = serve(
+        listener,
+        registry,
+        Arc::new(Health::new()),
+        WebConfig::default(),
+        async {},
+    )
+    .await;
     assert!(matches!(res, Err(HttpError::Metrics { .. })));
 }

@@ -107,6 +107,13 @@ pub const UNATTR_BYTES: Family = fam(
 pub const RESETS: Family = fam("sensor_kernel_resets_total", Counter, ID,
     "Times the kernel's cumulative counters went backwards (program reload); counting continues from the new values.");
 
+pub const TCP_FLAGS: Family = fam(
+    "sensor_tcp_flags_total",
+    Counter,
+    &["iface", "direction", "flag"],
+    "TCP packets attributed to flows, by flag: syn (SYN without ACK), syn_ack, fin, rst.",
+);
+
 pub const BUILD_INFO: Family = fam(
     "sensor_build_info",
     Gauge,
@@ -159,6 +166,13 @@ pub const POLL_ERRORS: Family = fam(
     Counter,
     &[],
     "Polls that failed (drain errors); the next poll retries and loses no counts.",
+);
+
+pub const POLL_INTERVAL: Family = fam(
+    "sensor_poll_interval_seconds",
+    Gauge,
+    &[],
+    "Configured poll interval (--interval); a poll taking longer falls behind.",
 );
 
 pub const TABLE_FLOWS: Family = fam(
@@ -251,6 +265,7 @@ pub const ALL: &[Family] = &[
     UNATTR_PACKETS,
     UNATTR_BYTES,
     RESETS,
+    TCP_FLAGS,
     BUILD_INFO,
     ATTACHED,
     XDP_MODE,
@@ -261,6 +276,7 @@ pub const ALL: &[Family] = &[
     BPF_RUNS,
     POLL_DURATION,
     POLL_ERRORS,
+    POLL_INTERVAL,
     TABLE_FLOWS,
     TABLE_CAPACITY,
     TABLE_EVICTIONS,
@@ -277,6 +293,8 @@ pub const ALL: &[Family] = &[
     TOP_FLOW_PACKETS,
 ];
 
+/// Closed label values: `flag` of [`TCP_FLAGS`].
+pub const TCP_FLAG_NAMES: [&str; 4] = ["syn", "syn_ack", "fin", "rst"];
 /// Closed label values: `program` of [`ATTACHED`] and the BPF stats.
 pub const PROGRAMS: [&str; 2] = ["xdp", "tc"];
 /// Closed label values: `mode` of [`XDP_MODE`].

@@ -33,8 +33,8 @@ use std::time::Duration;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    CounterVec, Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use sensor_common::{Direction, EtherClass, FlowKey, L4Class, Malformed, Totals};
 
@@ -127,6 +127,7 @@ pub struct Metrics {
     unattr_packets: IntCounterVec,
     unattr_bytes: IntCounterVec,
     resets: IntCounterVec,
+    tcp_flags: IntCounterVec,
     attached: IntGaugeVec,
     xdp_mode: IntGaugeVec,
     map_capacity: IntGauge,
@@ -136,6 +137,7 @@ pub struct Metrics {
     bpf_runs: IntCounterVec,
     poll: Histogram,
     poll_errors: IntCounter,
+    poll_interval: Gauge,
     table_flows: IntGauge,
     table_capacity: IntGauge,
     evictions: IntCounter,
@@ -148,6 +150,8 @@ pub struct Metrics {
     top: [(GaugeVec, GaugeVec); 3],
     names: Vec<String>,
     ifaces: Vec<String>,
+    /// Interface names by ifindex, learnt from totals and attachments.
+    iface_names: HashMap<u32, String>,
     prev_totals: HashMap<(String, Direction), Totals>,
     prev_programs: HashMap<&'static str, (u64, u64)>,
     prev_evictions: u64,
@@ -194,6 +198,7 @@ impl Metrics {
             unattr_packets: icv(&mut p, &f::UNATTR_PACKETS)?,
             unattr_bytes: icv(&mut p, &f::UNATTR_BYTES)?,
             resets: icv(&mut p, &f::RESETS)?,
+            tcp_flags: icv(&mut p, &f::TCP_FLAGS)?,
             attached: {
                 let build_info = igv(&mut p, &f::BUILD_INFO)?;
                 build_info
@@ -213,6 +218,9 @@ impl Metrics {
             poll_errors: IntCounter::with_opts(opts(&f::POLL_ERRORS))
                 .map(|c| add(&mut p, c))
                 .map_err(err(&f::POLL_ERRORS))?,
+            poll_interval: Gauge::with_opts(opts(&f::POLL_INTERVAL))
+                .map(|c| add(&mut p, c))
+                .map_err(err(&f::POLL_INTERVAL))?,
             table_flows: ig(&mut p, &f::TABLE_FLOWS)?,
             table_capacity: ig(&mut p, &f::TABLE_CAPACITY)?,
             evictions: IntCounter::with_opts(opts(&f::TABLE_EVICTIONS))
@@ -239,6 +247,7 @@ impl Metrics {
             ],
             names: Vec::new(),
             ifaces: Vec::new(),
+            iface_names: HashMap::new(),
             prev_totals: HashMap::new(),
             prev_programs: HashMap::new(),
             prev_evictions: 0,
@@ -303,6 +312,10 @@ impl Metrics {
                 self.ethertype
                     .with_label_values(&[iface, dir.as_str(), class]);
             }
+            for flag in families::TCP_FLAG_NAMES {
+                self.tcp_flags
+                    .with_label_values(&[iface, dir.as_str(), flag]);
+            }
             for class in L4Class::ALL {
                 self.l4
                     .with_label_values(&[iface, dir.as_str(), class.as_str()]);
@@ -338,12 +351,49 @@ impl Metrics {
         let _guard = gate.lock().unwrap_or_else(PoisonError::into_inner);
         for t in &iv.totals {
             self.init_iface(&t.iface);
+            self.iface_names.insert(t.ifindex, t.iface.clone());
             self.count(t);
         }
         if let Some(k) = &iv.kernel {
             self.kernel(k);
         }
+        self.tcp_flags(iv);
         self.rates(rates);
+    }
+
+    /// Adds the interval's per-flow TCP flag counts. Flows on an ifindex
+    /// with no known name are labelled `if{ifindex}`, as the rates do.
+    fn tcp_flags(&mut self, iv: &Interval) {
+        let mut sums: HashMap<(u32, Direction), [u64; 4]> = HashMap::new();
+        for f in &iv.flows {
+            let Ok(dir) = Direction::try_from(f.key.direction) else {
+                continue;
+            };
+            let v = &f.value;
+            let s = sums.entry((f.key.ifindex, dir)).or_default();
+            for (acc, n) in s.iter_mut().zip([v.syn, v.syn_ack, v.fin, v.rst]) {
+                *acc += n;
+            }
+        }
+        for ((ifindex, dir), counts) in sums {
+            let name = self
+                .iface_names
+                .get(&ifindex)
+                .cloned()
+                .unwrap_or_else(|| format!("if{ifindex}"));
+            for (flag, n) in families::TCP_FLAG_NAMES.iter().zip(counts) {
+                self.tcp_flags
+                    .with_label_values(&[name.as_str(), dir.as_str(), flag])
+                    .inc_by(n);
+            }
+        }
+    }
+
+    /// Sets `sensor_poll_interval_seconds` to the configured interval.
+    pub fn set_poll_interval(&mut self, interval: Duration) {
+        let gate = Arc::clone(&self.gate);
+        let _guard = gate.lock().unwrap_or_else(PoisonError::into_inner);
+        self.poll_interval.set(interval.as_secs_f64());
     }
 
     fn count(&mut self, t: &IfaceTotals) {
@@ -414,6 +464,7 @@ impl Metrics {
         }
         for a in &k.attachments {
             self.init_iface(&a.iface);
+            self.iface_names.insert(a.ifindex, a.iface.clone());
             let iface = a.iface.as_str();
             self.attached
                 .with_label_values(&[iface, "xdp"])
@@ -572,6 +623,7 @@ pub fn worst_case_series(ifaces: usize, top_k: usize) -> usize {
     let smoothings = Smoothing::ALL.len();
     let classes = ProtoClass::ALL.len();
     let per_direction = 6
+        + families::TCP_FLAG_NAMES.len()
         + (2 + ETHER_CLASSES)
         + L4_CLASSES
         + MALFORMED_REASONS
@@ -581,7 +633,8 @@ pub fn worst_case_series(ifaces: usize, top_k: usize) -> usize {
         + 6 * smoothings * top_k;
     let per_iface = 2 * per_direction + PROGRAMS.len() + XDP_MODES.len();
     let histogram = POLL_BUCKETS.len() + 3;
-    let global = 1 + 2 + histogram + 2 * PROGRAMS.len() + histogram + 1 + 3 + RECORD_REASONS.len();
+    let poll = histogram + 2;
+    let global = 1 + 2 + histogram + 2 * PROGRAMS.len() + poll + 3 + RECORD_REASONS.len();
     let http = crate::http::SCRAPE_BUCKETS.len() + 3 + crate::http::CODES.len();
     ifaces * per_iface + global + http
 }

@@ -58,8 +58,8 @@ impl VethPair {
         let pid = std::process::id() % 100_000;
         let net = (pid * 7 + n) % 200 + 10;
         let ns = format!("st-{pid}-{n}");
-        let host = format!("st{pid}h{n}");
-        let peer_if = format!("st{pid}p{n}");
+        let host = format!("st-{pid}h{n}");
+        let peer_if = format!("st-{pid}p{n}");
         let pair = VethPair {
             ns: ns.clone(),
             host: host.clone(),
