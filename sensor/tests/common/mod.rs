@@ -252,5 +252,4 @@ pub fn cat(parts: &[&[u8]]) -> Vec<u8> {
 }
 
 pub mod capture;
-pub mod e2e;
 pub mod netns;

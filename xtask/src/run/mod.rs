@@ -194,6 +194,10 @@ fn demo(bin: &Path, extra: Vec<String>) -> Result<i32> {
     if listen.is_none() {
         cmd.args(["--listen-address", DEMO_LISTEN_ADDRESS]);
     }
+    if !extra.iter().any(|a| a == "--events" || a.starts_with("--events=")) {
+        // Anomaly starts and ends as JSON lines on the terminal.
+        cmd.args(["--events", "-"]);
+    }
     cmd.args(&extra).process_group(0);
     // SAFETY: prctl is async-signal-safe; it only makes the sensor receive
     // SIGTERM if xtask dies without cleaning up.
@@ -216,6 +220,7 @@ fn demo(bin: &Path, extra: Vec<String>) -> Result<i32> {
          demo: namespace {ns}; veth {h} (root namespace, {h4}, {h6}) <-> {n} (in {ns}, {n4}, {n6})\n\
          demo: traffic: {traffic}\n\
          demo: the sensor runs on {h}; metrics: http://{listen}/metrics\n\
+         demo: anomaly events (JSON lines) appear below as attacks start and end\n\
          demo: Ctrl-C stops the sensor and removes the namespace, the links and the generators\n",
         ns = plan.ns,
         h = plan.host_if,

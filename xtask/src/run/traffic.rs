@@ -22,6 +22,8 @@ const IPERF_PORT: &str = "5201";
 const IPERF_RATE: &str = "10M";
 /// Seconds each bounded generator runs before it is restarted.
 const ROUND_SECS: &str = "10";
+/// Seconds between two demo attacks.
+const ATTACK_EVERY: u64 = 45;
 /// Pause before restarting a generator that ended.
 const RESTART_AFTER: Duration = Duration::from_secs(1);
 
@@ -46,6 +48,7 @@ impl Traffic {
     /// root namespace to a server in the namespace, alternating IPv4 and IPv6.
     pub fn start(plan: &Plan) -> Result<Traffic> {
         let (p1, p2, p3, p4) = (plan.clone(), plan.clone(), plan.clone(), plan.clone());
+        let p5 = plan.clone();
         let generators = vec![
             generator("iperf3 server", move |_| {
                 let mut c = p3.in_ns("iperf3");
@@ -90,6 +93,20 @@ impl Traffic {
                 ]);
                 c
             }),
+            // An attack every ATTACK_EVERY seconds, so the detectors and the
+            // threats dashboard have something to show: alternately a
+            // bounded SYN flood (10k packets/s for 6 s) and a port scan.
+            generator("attack", move |round| {
+                let target = p5.host_v4.to_string();
+                let attack = if round % 2 == 0 {
+                    format!("timeout 6 hping3 -q -S -p 80 -i u100 {target}")
+                } else {
+                    format!("nmap -sS -p 1-1000 --max-rate 2000 -T4 {target}")
+                };
+                let mut c = p5.in_ns("sh");
+                c.args(["-c", &format!("sleep {ATTACK_EVERY}; exec {attack}")]);
+                c
+            }),
         ];
         let mut traffic = Traffic { generators };
         // The server starts first, so the first client round finds it listening.
@@ -121,7 +138,7 @@ impl Traffic {
     /// One line describing the generators, for the demo banner.
     pub fn describe(&self) -> String {
         format!(
-            "ping every 0.2 s (IPv4) and 0.5 s (IPv6) from the namespace; iperf3 TCP at {IPERF_RATE}bit/s in {ROUND_SECS} s rounds, alternating IPv4 and IPv6"
+            "ping every 0.2 s (IPv4) and 0.5 s (IPv6) from the namespace; iperf3 TCP at {IPERF_RATE}bit/s in {ROUND_SECS} s rounds, alternating IPv4 and IPv6; every {ATTACK_EVERY} s an attack from the namespace, alternately a SYN flood (hping3) and a port scan (nmap)"
         )
     }
 }
