@@ -14,8 +14,8 @@ fn main() -> anyhow::Result<()> {
         .context("workspace root")?
         .join("sensor-ebpf");
     let root = root.to_str().context("non-UTF-8 path")?;
-    let skip = std::env::var("AYA_BUILD_SKIP")
-        .is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    let skip =
+        std::env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if skip {
         let out = PathBuf::from(std::env::var("OUT_DIR")?).join("sensor");
         std::fs::write(&out, b"").context("write placeholder object")?;

@@ -2,7 +2,6 @@
 //! from `sensor-common`; the agent may resize the flow buffers at load.
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
     macros::map,
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
 };
@@ -10,16 +9,19 @@ use sensor_common::{
     Control, FlowKey, FlowValue, Totals, DEFAULT_FLOW_MAP_ENTRIES, MAX_IFACE_SLOTS, TOTALS_ENTRIES,
 };
 
-/// Flow buffer 0. Not preallocated: memory follows the flows present, and a
-/// per-CPU value costs `size_of::<FlowValue>()` on every possible CPU.
+/// Flow buffer 0. Preallocated: an insert into a map that is not full
+/// never fails (the kernel's on-demand element allocator can fail for a
+/// moment under a burst of new flows in softirq context), and a full map
+/// fails fast. Memory is fixed at load: entries x (key + value on every
+/// possible CPU); size it with `--flow-map-entries`.
 #[map(name = "FLOWS_A")]
 pub static FLOWS_A: PerCpuHashMap<FlowKey, FlowValue> =
-    PerCpuHashMap::with_max_entries(DEFAULT_FLOW_MAP_ENTRIES, BPF_F_NO_PREALLOC);
+    PerCpuHashMap::with_max_entries(DEFAULT_FLOW_MAP_ENTRIES, 0);
 
 /// Flow buffer 1.
 #[map(name = "FLOWS_B")]
 pub static FLOWS_B: PerCpuHashMap<FlowKey, FlowValue> =
-    PerCpuHashMap::with_max_entries(DEFAULT_FLOW_MAP_ENTRIES, BPF_F_NO_PREALLOC);
+    PerCpuHashMap::with_max_entries(DEFAULT_FLOW_MAP_ENTRIES, 0);
 
 /// Exact counters per interface slot and direction.
 #[map(name = "TOTALS")]

@@ -30,7 +30,7 @@ use crate::{
     drain::{monotonic_ns, Drainer},
     flowtable::{FlowRecord, FlowTable, FlowTableConfig, RecordWriter, WriterError},
     http::{self, Health},
-    loader::{LoadError, LoadOptions, Sensor},
+    loader::{IfaceChange, LoadError, LoadOptions, Sensor},
     metrics::{BuildInfo, Metrics, MetricsError},
     model::{AttachInfo, ProgramStats},
     rates::{Rates, RatesConfig},
@@ -210,6 +210,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             _ = &mut shutdown => break,
             _ = ticker.tick() => {
                 retry_pending(&mut sensor, &mut pending);
+                log_changes(sensor.reconcile());
                 pipeline.all_attached = pending.is_empty();
                 sensor.flush_logs();
                 let kernel = KernelSide {
@@ -259,6 +260,30 @@ async fn on_worker(
     })
     .await
     .map_err(|e| AgentError::Worker(e.to_string()))
+}
+
+/// Logs what [`Sensor::reconcile`] found; the attach-state metrics follow
+/// from the attachments every interval.
+fn log_changes(changes: Vec<IfaceChange>) {
+    for c in changes {
+        match c {
+            IfaceChange::Vanished { iface } => warn!(
+                iface,
+                "interface vanished; its programs went with it. Reattaching when it comes back"
+            ),
+            IfaceChange::Reattached {
+                iface,
+                ifindex,
+                xdp_mode,
+            } => info!(iface, ifindex, xdp_mode, "interface is back; reattached"),
+            IfaceChange::AttachFailed { iface, error } => {
+                warn!(
+                    iface,
+                    "interface is back but attaching failed: {error}; retrying"
+                )
+            }
+        }
+    }
 }
 
 /// Attaches interfaces that appeared since the last tick.

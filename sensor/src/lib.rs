@@ -14,10 +14,11 @@
 //! - [`rates`]: per-interface, protocol, host and flow rates with EWMA;
 //! - [`detect`]: baselines and anomaly detection;
 //! - [`metrics`] and [`http`]: the Prometheus exporter;
-//! - [`agent`]: `run(config, shutdown)`, the loop tying the stages together.
+//! - [`agent`]: `run(config, shutdown)`, the loop tying the stages together;
+//! - [`analyze`]: offline analysis of pcap/pcapng captures through the same stages.
 
-pub mod model;
 pub mod agent;
+pub mod analyze;
 pub mod bpf_sys;
 pub mod config;
 pub mod detect;
@@ -26,4 +27,5 @@ pub mod flowtable;
 pub mod http;
 pub mod loader;
 pub mod metrics;
+pub mod model;
 pub mod rates;

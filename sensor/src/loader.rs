@@ -144,6 +144,21 @@ struct Attachment {
     tc: Option<SchedClassifierLinkId>,
 }
 
+/// A change [`Sensor::reconcile`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IfaceChange {
+    /// The interface no longer exists; its programs went with it.
+    Vanished { iface: String },
+    /// The interface is back (or was replaced) and is attached again.
+    Reattached {
+        iface: String,
+        ifindex: u32,
+        xdp_mode: &'static str,
+    },
+    /// The interface is back but attaching failed; retried next time.
+    AttachFailed { iface: String, error: String },
+}
+
 /// Slot number -> (ifindex, interface name), shared with the drainer.
 pub type SlotTable = Arc<Mutex<BTreeMap<u32, (u32, String)>>>;
 
@@ -350,8 +365,17 @@ impl Sensor {
 
     fn assign_slot(&mut self, ifindex: u32, iface: &str) -> Result<u32, LoadError> {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = match slots.iter().find(|(_, (i, _))| *i == ifindex) {
-            Some((s, _)) => *s,
+        // The same interface name keeps its slot when it comes back with a
+        // new index, so its cumulative totals carry on.
+        let existing = slots
+            .iter()
+            .find(|(_, (i, n))| *i == ifindex || n == iface)
+            .map(|(s, (i, _))| (*s, *i));
+        if let Some((_, old)) = existing.filter(|(_, old)| *old != ifindex) {
+            let _ = self.slots_map.remove(&old);
+        }
+        let slot = match existing {
+            Some((s, _)) => s,
             None => (1..MAX_IFACE_SLOTS)
                 .find(|s| !slots.contains_key(s))
                 .ok_or(LoadError::TooManyInterfaces {
@@ -385,6 +409,56 @@ impl Sensor {
         }
         att.info.xdp_attached = false;
         att.info.tc_attached = false;
+    }
+
+    /// Checks every attached interface: one that vanished is marked
+    /// detached, one that came back (same name, possibly a new index) is
+    /// attached again. Returns what changed, for the log.
+    pub fn reconcile(&mut self) -> Vec<IfaceChange> {
+        let mut changes = Vec::new();
+        let mut atts = std::mem::take(&mut self.attachments);
+        for att in &mut atts {
+            let name = att.info.iface.clone();
+            let now = ifindex(&name).ok();
+            let attached = att.info.xdp_attached && att.info.tc_attached;
+            match now {
+                Some(i) if i == att.info.ifindex && attached => {}
+                None if !attached => {}
+                None => {
+                    // The kernel detached our links with the device; drop
+                    // our handles to them.
+                    self.detach_one(att);
+                    changes.push(IfaceChange::Vanished { iface: name });
+                }
+                Some(i) => {
+                    if attached {
+                        // Same name, new device: the old links went with
+                        // the old device.
+                        self.detach_one(att);
+                    }
+                    match self.attach(&name) {
+                        Ok(info) => {
+                            // `attach` pushed a fresh record; keep this one.
+                            if let Some(fresh) = self.attachments.pop() {
+                                *att = fresh;
+                            }
+                            changes.push(IfaceChange::Reattached {
+                                iface: name,
+                                ifindex: i,
+                                xdp_mode: info.xdp_mode,
+                            });
+                        }
+                        Err(e) => changes.push(IfaceChange::AttachFailed {
+                            iface: name,
+                            error: e.to_string(),
+                        }),
+                    }
+                }
+            }
+        }
+        atts.append(&mut self.attachments);
+        self.attachments = atts;
+        changes
     }
 
     /// Current attachments.

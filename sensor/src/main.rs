@@ -6,8 +6,11 @@ use std::{io::IsTerminal as _, process::ExitCode};
 
 use clap::Parser as _;
 use sensor::{
-    agent,
-    config::{Cli, Config, Mode},
+    agent, analyze,
+    config::{
+        cli::{AnalyzeArgs, ReportFormat, TopCli},
+        Config, Mode, Options,
+    },
 };
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
@@ -18,13 +21,20 @@ const EXIT_USAGE: u8 = 64;
 const AYA_VERSION: &str = "0.14.0";
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let top = match TopCli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             // --help and --version are not errors.
             let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
             let _ = e.print();
             return ExitCode::from(code);
+        }
+    };
+    let cli = match top.into_agent() {
+        Ok(cli) => cli,
+        Err(analyze) => {
+            let (log_level, args) = *analyze;
+            return analyze_main(log_level, args);
         }
     };
     let config = match Config::from_cli(cli) {
@@ -79,6 +89,52 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::FAILURE
             }
+        }
+    }
+}
+
+/// `sensor analyze`: prints the report, then any error that cut it short.
+fn analyze_main(log_level: Option<String>, args: AnalyzeArgs) -> ExitCode {
+    let options = Options {
+        interval: args.interval,
+        flows_file: args.flows_file,
+        events: args.events,
+        top_k: args.top_k,
+        config: args.config,
+        ..Options::default()
+    };
+    let config = match Config::from_options(Mode::Check, log_level, options) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sensor: configuration error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let opts = analyze::AnalyzeOptions::from_config(args.file, &config);
+    match analyze::run(&opts) {
+        Ok((outcome, _)) => {
+            let text = match args.format {
+                ReportFormat::Text => outcome.report.to_text(),
+                ReportFormat::Json => outcome.report.to_json(),
+            };
+            println!("{text}");
+            match outcome.error {
+                None => ExitCode::SUCCESS,
+                Some(e) => {
+                    eprintln!("sensor: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("sensor: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -7,6 +7,7 @@
 //! - [`lint`]: rustfmt check and clippy in two passes;
 //! - [`util`]: command helpers, paths, root check, signal flag.
 
+mod bench;
 mod bootstrap;
 mod lint;
 mod run;
@@ -60,7 +61,7 @@ enum Cmd {
     Lint,
     /// Remove leftover test (`st-`) and demo (`sdemo-`) namespaces and links.
     Cleanup,
-    /// Benchmarks (planned: not implemented yet; exits with status 2).
+    /// Benchmarks: writes BENCHMARKS.md and BENCHMARKS.json (root).
     Bench {
         /// Short mode for CI.
         #[arg(long)]
@@ -117,10 +118,7 @@ fn dispatch(cmd: Cmd) -> Result<u8> {
                 println!("cleanup: removed {}", removed.join(", "));
             }
         }
-        Cmd::Bench { quick: _ } => {
-            eprintln!("cargo xtask bench: not implemented yet (planned, see the benchmark issue)");
-            return Ok(2);
-        }
+        Cmd::Bench { quick } => bench::bench(quick)?,
     }
     Ok(0)
 }

@@ -157,6 +157,93 @@ pub struct Options {
     pub config: Option<PathBuf>,
 }
 
+/// XDP/TC network traffic sensor: per-flow counting, rates, anomaly
+/// detection, Prometheus export, offline capture analysis.
+//
+// The binary's command line: the agent's subcommands ([`Cli`]) and
+// `analyze`, which needs no privilege and no interface.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "sensor", version, propagate_version = true)]
+pub struct TopCli {
+    /// Log filter: a level (error, warn, info, debug, trace) or a tracing
+    /// filter directive such as "sensor=debug,aya=warn". [default: info]
+    #[arg(long, env = "SENSOR_LOG", global = true)]
+    pub log_level: Option<String>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: TopCommand,
+}
+
+/// Every subcommand of the binary.
+#[derive(Clone, Debug, Subcommand)]
+pub enum TopCommand {
+    /// `run` and `check`.
+    #[command(flatten)]
+    Agent(Command),
+    /// Analyse a pcap or pcapng capture offline with the live agent's flow
+    /// table, rates and detectors, and print a report. Needs no privilege.
+    Analyze(AnalyzeArgs),
+}
+
+impl TopCli {
+    /// The agent's command line, or `Err` with the `analyze` arguments.
+    pub fn into_agent(self) -> Result<Cli, Box<(Option<String>, AnalyzeArgs)>> {
+        match self.command {
+            TopCommand::Agent(command) => Ok(Cli {
+                log_level: self.log_level,
+                command,
+            }),
+            TopCommand::Analyze(a) => Err(Box::new((self.log_level, a))),
+        }
+    }
+}
+
+/// Report formats of `analyze`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    /// Human-readable text.
+    #[default]
+    Text,
+    /// One JSON document.
+    Json,
+}
+
+/// Arguments of `sensor analyze`.
+#[derive(Clone, Debug, Args)]
+pub struct AnalyzeArgs {
+    /// The pcap or pcapng file (Ethernet, Linux cooked or raw IP frames).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Report format. [default: text]
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+
+    /// Write one JSON line per flow record, as `run --flows-file` does, to
+    /// this file (appended) or standard output ("-").
+    #[arg(long = "flows-file", value_name = "PATH|-")]
+    pub flows_file: Option<String>,
+
+    /// Write anomaly events as JSON lines, as `run --events` does.
+    #[arg(long, value_name = "PATH|-")]
+    pub events: Option<String>,
+
+    /// Interval length: packets are grouped by timestamp into intervals of
+    /// this length, as the agent drains every --interval. [default: 1s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub interval: Option<Duration>,
+
+    /// Entries in the top talkers and top flows of the report. [default: 20]
+    #[arg(long = "top-k", value_name = "N")]
+    pub top_k: Option<u64>,
+
+    /// TOML configuration file: timeouts, max_flows, ewma_tau and the
+    /// [detection] table apply as in `run`.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
 fn xdp_mode(s: String) -> XdpModeSetting {
     match s.as_str() {
         "native" => XdpModeSetting::Native,

@@ -194,7 +194,10 @@ fn demo(bin: &Path, extra: Vec<String>) -> Result<i32> {
     if listen.is_none() {
         cmd.args(["--listen-address", DEMO_LISTEN_ADDRESS]);
     }
-    if !extra.iter().any(|a| a == "--events" || a.starts_with("--events=")) {
+    if !extra
+        .iter()
+        .any(|a| a == "--events" || a.starts_with("--events="))
+    {
         // Anomaly starts and ends as JSON lines on the terminal.
         cmd.args(["--events", "-"]);
     }
