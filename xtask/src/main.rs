@@ -9,6 +9,7 @@
 
 mod bench;
 mod bootstrap;
+mod deploy_check;
 mod lint;
 mod run;
 mod test;
@@ -63,10 +64,17 @@ enum Cmd {
     Cleanup,
     /// Benchmarks: writes BENCHMARKS.md and BENCHMARKS.json (root).
     Bench {
-        /// Short mode for CI.
+        /// Short mode for CI (a few minutes).
         #[arg(long)]
         quick: bool,
+        /// Where to write BENCHMARKS.md and BENCHMARKS.json [default: the
+        /// repository root].
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
+    /// Offline checks of deploy/: systemd unit, Dockerfile, Kubernetes
+    /// manifests (systemd-analyze, hadolint, kubernetes-validate).
+    Deploy,
 }
 
 /// `cargo build -p sensor` (no bootstrap; callers do that first).
@@ -118,7 +126,8 @@ fn dispatch(cmd: Cmd) -> Result<u8> {
                 println!("cleanup: removed {}", removed.join(", "));
             }
         }
-        Cmd::Bench { quick } => bench::bench(quick)?,
+        Cmd::Bench { quick, out } => bench::bench(quick, out.as_deref())?,
+        Cmd::Deploy => deploy_check::deploy_check()?,
     }
     Ok(0)
 }

@@ -39,6 +39,9 @@ pub enum Tier {
     Live,
     /// End-to-end tests.
     E2e,
+    /// `cargo xtask bench --quick`, so the benchmark harness cannot rot
+    /// (its report goes to target/bench-quick; missed targets never fail).
+    Bench,
     /// Every tier in order.
     All,
 }
@@ -51,12 +54,13 @@ impl Tier {
             Tier::Prog => "prog",
             Tier::Live => "live",
             Tier::E2e => "e2e",
+            Tier::Bench => "bench",
             Tier::All => "all",
         }
     }
 
     fn needs_root(self) -> bool {
-        matches!(self, Tier::Prog | Tier::Live | Tier::E2e)
+        matches!(self, Tier::Prog | Tier::Live | Tier::E2e | Tier::Bench)
     }
 
     /// The tier an integration test file (by stem) belongs to.
@@ -65,9 +69,11 @@ impl Tier {
             Tier::Elf
         } else if stem == "prog" {
             Tier::Prog
-        } else if stem.starts_with("live") {
+        } else if stem.starts_with("live") || stem == "analyze" || stem == "deploy" {
+            // analyze and deploy drive real tools and capabilities as root.
             Tier::Live
-        } else if stem.starts_with("e2e") {
+        } else if stem.starts_with("e2e") || stem == "http_tls" {
+            // http_tls runs a real Prometheus against the TLS endpoint.
             Tier::E2e
         } else {
             Tier::Unit
@@ -270,8 +276,15 @@ impl Drop for Sweep {
 /// `cargo xtask test`.
 pub fn test(args: &TestArgs) -> Result<()> {
     let tiers: Vec<Tier> = match args.tier {
-        Tier::All if args.quick => vec![Tier::Unit, Tier::Elf, Tier::Prog, Tier::Live],
-        Tier::All => vec![Tier::Unit, Tier::Elf, Tier::Prog, Tier::Live, Tier::E2e],
+        Tier::All if args.quick => vec![Tier::Unit, Tier::Elf, Tier::Prog, Tier::Live, Tier::Bench],
+        Tier::All => vec![
+            Tier::Unit,
+            Tier::Elf,
+            Tier::Prog,
+            Tier::Live,
+            Tier::E2e,
+            Tier::Bench,
+        ],
         t => vec![t],
     };
     if !util::is_root() {
@@ -299,8 +312,20 @@ pub fn test(args: &TestArgs) -> Result<()> {
     let targets = discover();
     let mut summary = Vec::new();
     for tier in tiers {
-        let cmds = commands(tier, &targets);
         let mut counts = Counts::default();
+        if tier == Tier::Bench {
+            let out = util::target_dir().join("bench-quick");
+            match crate::bench::bench(true, Some(&out)) {
+                Ok(()) => counts.passed = 1,
+                Err(e) => {
+                    eprintln!("bench: {e:#}");
+                    counts.commands_failed = 1;
+                }
+            }
+            summary.push((tier, counts));
+            continue;
+        }
+        let cmds = commands(tier, &targets);
         for mut cmd in cmds {
             run_counted(&mut cmd, &mut counts)?;
         }

@@ -179,7 +179,9 @@ fn judge(kind: Kind, target: Target, count: usize, min: usize, pps: f64, bps: f6
         observed: count as f64,
         pps,
         bps,
-        score: None,
+        // Scans have no learned baseline: the score is the count over its
+        // threshold (1.0 = at the threshold), so the top scanners rank.
+        score: Some(count as f64 / min.max(1) as f64),
         baseline: None,
     }
 }

@@ -252,4 +252,5 @@ pub fn cat(parts: &[&[u8]]) -> Vec<u8> {
 }
 
 pub mod capture;
+pub mod e2e;
 pub mod netns;

@@ -32,8 +32,9 @@ fn missing_packages() -> Vec<&'static str> {
         .collect()
 }
 
-/// Runs the benchmark; `quick` is the short CI mode.
-pub fn bench(quick: bool) -> Result<()> {
+/// Runs the benchmark; `quick` is the short CI mode. The report goes to
+/// `out`, by default the repository root.
+pub fn bench(quick: bool, out: Option<&std::path::Path>) -> Result<()> {
     if !util::is_root() {
         bail!("cargo xtask bench needs root (BPF, veth pairs, bpf_stats); run it with sudo");
     }
@@ -65,7 +66,7 @@ pub fn bench(quick: bool) -> Result<()> {
         .arg("--agent")
         .arg(release.join("sensor"))
         .arg("--out")
-        .arg(&root)
+        .arg(out.unwrap_or(&root))
         .current_dir(&root);
     util::run(&mut driver)
 }
