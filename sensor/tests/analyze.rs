@@ -568,3 +568,25 @@ fn notebook_runs_on_live_records() {
         "expected plots of traffic, talkers and anomalies: {images} images"
     );
 }
+
+/// On a terminal, a progress line (percent, frames, frames/s) goes to
+/// standard error; with standard error redirected, none.
+#[test]
+fn progress_line_only_on_a_terminal() {
+    let path = tmp("progress.pcap");
+    let frames: Vec<Vec<u8>> = (0..20_000).map(|i| udp_frame(i, 32)).collect();
+    common::capture::write_pcap(&path, &frames);
+    let cmd = format!("{} analyze {}", env!("CARGO_BIN_EXE_sensor"), path.display());
+    // `script` runs the command on a pseudo-terminal and relays its output.
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .expect("script (util-linux)");
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{tty}");
+    assert!(tty.contains("frames/s") && tty.contains('%'), "no progress line: {tty}");
+    let (_, stderr, code) = analyze(&path);
+    assert_eq!(code, Some(0));
+    assert!(!stderr.contains("frames/s"), "progress line without a terminal: {stderr}");
+    let _ = std::fs::remove_file(&path);
+}

@@ -10,7 +10,7 @@
 
 use std::process::Command;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
 
 use crate::{bootstrap, util};
 
@@ -57,6 +57,9 @@ pub fn bench(quick: bool, out: Option<&std::path::Path>) -> Result<()> {
             .args(["--example", "bench_driver"])
             .current_dir(&root),
     )?;
+    let out = out.unwrap_or(&root);
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("creating the report directory {}", out.display()))?;
     let release = util::target_dir().join("release");
     let mut driver = Command::new(release.join("examples").join("bench_driver"));
     if quick {
@@ -66,7 +69,7 @@ pub fn bench(quick: bool, out: Option<&std::path::Path>) -> Result<()> {
         .arg("--agent")
         .arg(release.join("sensor"))
         .arg("--out")
-        .arg(out.unwrap_or(&root))
+        .arg(out)
         .current_dir(&root);
     util::run(&mut driver)
 }
