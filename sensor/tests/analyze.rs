@@ -576,7 +576,11 @@ fn progress_line_only_on_a_terminal() {
     let path = tmp("progress.pcap");
     let frames: Vec<Vec<u8>> = (0..20_000).map(|i| udp_frame(i, 32)).collect();
     common::capture::write_pcap(&path, &frames);
-    let cmd = format!("{} analyze {}", env!("CARGO_BIN_EXE_sensor"), path.display());
+    let cmd = format!(
+        "{} analyze {}",
+        env!("CARGO_BIN_EXE_sensor"),
+        path.display()
+    );
     // `script` runs the command on a pseudo-terminal and relays its output.
     let out = Command::new("script")
         .args(["-qec", &cmd, "/dev/null"])
@@ -584,9 +588,15 @@ fn progress_line_only_on_a_terminal() {
         .expect("script (util-linux)");
     let tty = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{tty}");
-    assert!(tty.contains("frames/s") && tty.contains('%'), "no progress line: {tty}");
+    assert!(
+        tty.contains("frames/s") && tty.contains('%'),
+        "no progress line: {tty}"
+    );
     let (_, stderr, code) = analyze(&path);
     assert_eq!(code, Some(0));
-    assert!(!stderr.contains("frames/s"), "progress line without a terminal: {stderr}");
+    assert!(
+        !stderr.contains("frames/s"),
+        "progress line without a terminal: {stderr}"
+    );
     let _ = std::fs::remove_file(&path);
 }
