@@ -24,7 +24,7 @@ pub const BPF_LINKER_VERSION: &str = "0.13.0";
 const LINKER_LLVM_MAJORS: [u32; 3] = [21, 22, 23];
 
 /// Debian packages the tests and the demo need, with what needs them.
-pub const PACKAGES: [(&str, &str); 13] = [
+pub const PACKAGES: [(&str, &str); 15] = [
     ("tshark", "live tests compare counts with a capture"),
     ("tcpdump", "captures and the libpcap baseline"),
     ("hping3", "TCP SYN, UDP and ICMP test traffic"),
@@ -38,6 +38,8 @@ pub const PACKAGES: [(&str, &str); 13] = [
     ("libcap2-bin", "capsh: capability tests"),
     ("python3", "test helpers"),
     ("curl", "scraping the exporter"),
+    ("tcpreplay", "injecting VLAN-tagged frames in the live tests"),
+    ("openssl", "certificates for the TLS endpoint tests"),
 ];
 
 /// Answers to debconf questions that would otherwise block an install.
