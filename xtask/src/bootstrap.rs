@@ -38,7 +38,7 @@ pub const PACKAGES: [(&str, &str); 15] = [
     ("libcap2-bin", "capsh: capability tests"),
     ("python3", "test helpers"),
     ("curl", "scraping the exporter"),
-    ("tcpreplay", "injecting VLAN-tagged frames in the live tests"),
+    ("tcpreplay", "VLAN-tagged frames in the live tests"),
     ("openssl", "certificates for the TLS endpoint tests"),
 ];
 
