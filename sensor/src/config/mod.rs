@@ -18,6 +18,8 @@ pub mod cli;
 pub mod duration;
 mod file;
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;
 
 use std::{
