@@ -138,7 +138,9 @@ pub fn discover() -> Vec<TestTarget> {
 pub fn commands(tier: Tier, targets: &[TestTarget]) -> Vec<Command> {
     let cargo_test = || {
         let mut c = Command::new("cargo");
-        c.arg("test").current_dir(util::repo_root());
+        // Every test binary runs even when an earlier one failed.
+        c.args(["test", "--no-fail-fast"])
+            .current_dir(util::repo_root());
         c
     };
     let mine: Vec<&TestTarget> = targets

@@ -246,7 +246,7 @@ fn run_live() -> LiveRun {
             "-U",
             "--immediate-mode",
             "-B",
-            "131072",
+            "262144",
             "-Z",
             "root",
         ])
@@ -302,13 +302,15 @@ fn run_live() -> LiveRun {
     tool(&p, &["hping3", "--icmp", "-c", "30", "-i", "u2000", h4]);
     tool(&p, &["ping", "-6", "-c", "20", "-i", "0.01", &p.host_v6]);
     // Floods from one source port (-k): one flow each way, so neither the
-    // kernel's flow buffer nor the capture is the limit.
+    // kernel's flow buffer nor the capture is the limit. Paced at one frame
+    // per 10 us at most (well above every flood floor, but not the
+    // unbounded --flood rate, at which tcpdump itself starts to drop).
     for mode in [
         &["-S", "-p", "80", "-s", "40000", "-k"][..],
         &["--udp", "-p", "5000", "-s", "40001", "-k"],
         &["--icmp"],
     ] {
-        let mut args = vec!["timeout", "3", "hping3", "--flood", "-q"];
+        let mut args = vec!["timeout", "3", "hping3", "-i", "u10", "-q"];
         args.extend_from_slice(mode);
         args.push(h4);
         tool(&p, &args);
