@@ -103,28 +103,12 @@ impl Event {
 }
 
 /// Formats Unix nanoseconds as RFC 3339 UTC with milliseconds,
-/// e.g. `2025-01-02T03:04:05.678Z`.
+/// e.g. `2025-01-02T03:04:05.678Z` (the flow records' formatter, cut to
+/// milliseconds).
 pub fn rfc3339(unix_ns: u64) -> String {
-    let secs = unix_ns / 1_000_000_000;
-    let millis = (unix_ns % 1_000_000_000) / 1_000_000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Gregorian, proleptic).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let full = crate::flowtable::record::rfc3339_nanos(unix_ns);
+    // "...:SS.nnnnnnnnnZ" -> "...:SS.nnnZ"
+    format!("{}Z", &full[..full.len() - 7])
 }
 
 /// Writes events as JSON lines to a file (appending) or stdout (`-`).
