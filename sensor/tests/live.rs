@@ -19,7 +19,7 @@ use std::{
 
 use common::{
     capture::{Capture, Key},
-    netns::{sh, wait_for, VethPair},
+    netns::{pin_neighbours, quiesce, sh, wait_for, VethPair},
 };
 use sensor::{
     loader::{LoadOptions, Sensor, XdpModeSetting},
@@ -34,80 +34,6 @@ fn in_test_prefix(a: &IpAddr) -> bool {
         IpAddr::V4(v4) => v4.octets()[0] == 198 && (v4.octets()[1] & 0xfe) == 18,
         IpAddr::V6(v6) => v6.segments()[0] == 0x2001 && v6.segments()[1] == 0x0db8,
     }
-}
-
-fn mac(ns: Option<&str>, iface: &str) -> String {
-    let mut args = vec![];
-    if let Some(ns) = ns {
-        args.extend(["ip", "netns", "exec", ns]);
-    }
-    args.extend(["cat"]);
-    let path = format!("/sys/class/net/{iface}/address");
-    args.push(&path);
-    String::from_utf8(sh(&args).stdout)
-        .expect("mac")
-        .trim()
-        .to_string()
-}
-
-/// Permanent neighbour entries on both sides, so no ARP or ND frame can
-/// appear at a random time during the comparison.
-fn static_neighbours(p: &VethPair, host_if: &str, peer_if: &str, pairs: &[(&str, &str)]) {
-    let hmac = mac(None, host_if);
-    let pmac = mac(Some(&p.ns), peer_if);
-    for (host_ip, peer_ip) in pairs {
-        sh(&[
-            "ip",
-            "neigh",
-            "replace",
-            peer_ip,
-            "lladdr",
-            &pmac,
-            "dev",
-            host_if,
-            "nud",
-            "permanent",
-        ]);
-        p.ns_sh(&[
-            "ip",
-            "neigh",
-            "replace",
-            host_ip,
-            "lladdr",
-            &hmac,
-            "dev",
-            peer_if,
-            "nud",
-            "permanent",
-        ]);
-    }
-}
-
-fn link_packets(iface: &str) -> (u64, u64) {
-    let read = |f: &str| {
-        std::fs::read_to_string(format!("/sys/class/net/{iface}/statistics/{f}"))
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (read("rx_packets"), read("tx_packets"))
-}
-
-/// Waits until the interface has been silent for 300 ms.
-fn quiesce(iface: &str) {
-    let mut last = link_packets(iface);
-    let mut still = 0;
-    wait_for("the interface to go quiet", Duration::from_secs(20), || {
-        std::thread::sleep(Duration::from_millis(100));
-        let now = link_packets(iface);
-        if now == last {
-            still += 1;
-        } else {
-            still = 0;
-            last = now;
-        }
-        still >= 3
-    });
 }
 
 fn run_tool(p: &VethPair, args: &[&str]) {
@@ -173,7 +99,7 @@ fn sensor_key(iv_flow: &sensor::model::FlowDelta) -> Key {
 
 fn live(mode: XdpModeSetting) {
     let p = VethPair::new();
-    static_neighbours(
+    pin_neighbours(
         &p,
         &p.host,
         &p.peer_if,

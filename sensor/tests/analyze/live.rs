@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::common::netns::{sh, wait_for, VethPair};
+use super::common::netns::{quiesce, sh, wait_for, VethPair};
 use super::tmp;
 
 const PROBE_PORT: u16 = 9;
@@ -72,72 +72,6 @@ fn in_test_prefix(a: &str) -> bool {
         Ok(std::net::IpAddr::V6(v6)) => v6.segments()[0] == 0x2001 && v6.segments()[1] == 0x0db8,
         Err(_) => false,
     }
-}
-
-fn mac(ns: Option<&str>, iface: &str) -> String {
-    let path = format!("/sys/class/net/{iface}/address");
-    let out = match ns {
-        Some(ns) => sh(&["ip", "netns", "exec", ns, "cat", &path]),
-        None => sh(&["cat", &path]),
-    };
-    String::from_utf8(out.stdout)
-        .expect("mac")
-        .trim()
-        .to_string()
-}
-
-fn static_neighbours(p: &VethPair) {
-    let (hmac, pmac) = (mac(None, &p.host), mac(Some(&p.ns), &p.peer_if));
-    for (host_ip, peer_ip) in [(&p.host_v4, &p.peer_v4), (&p.host_v6, &p.peer_v6)] {
-        sh(&[
-            "ip",
-            "neigh",
-            "replace",
-            peer_ip,
-            "lladdr",
-            &pmac,
-            "dev",
-            &p.host,
-            "nud",
-            "permanent",
-        ]);
-        p.ns_sh(&[
-            "ip",
-            "neigh",
-            "replace",
-            host_ip,
-            "lladdr",
-            &hmac,
-            "dev",
-            &p.peer_if,
-            "nud",
-            "permanent",
-        ]);
-    }
-}
-
-fn quiesce(iface: &str) {
-    let read = || {
-        ["rx_packets", "tx_packets"].map(|f| {
-            std::fs::read_to_string(format!("/sys/class/net/{iface}/statistics/{f}"))
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .unwrap_or(0)
-        })
-    };
-    let mut last = read();
-    let mut still = 0;
-    wait_for("the interface to go quiet", Duration::from_secs(30), || {
-        std::thread::sleep(Duration::from_millis(100));
-        let now = read();
-        if now == last {
-            still += 1;
-        } else {
-            still = 0;
-            last = now;
-        }
-        still >= 3
-    });
 }
 
 fn tool(p: &VethPair, args: &[&str]) {
@@ -205,7 +139,7 @@ fn free_port() -> u16 {
 
 fn run_live() -> LiveRun {
     let p = VethPair::new();
-    static_neighbours(&p);
+    p.pin_own_neighbours();
     let _ = Command::new("ethtool")
         .args(["-K", &p.host, "gro", "off"])
         .output();

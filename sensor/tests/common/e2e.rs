@@ -16,7 +16,7 @@ use std::{
 
 use serde_json::Value;
 
-use super::netns::{sh, wait_for, VethPair};
+use super::netns::{wait_for, VethPair};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -389,49 +389,11 @@ pub fn json_lines(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-fn mac(ns: Option<&str>, iface: &str) -> String {
-    let path = format!("/sys/class/net/{iface}/address");
-    let out = match ns {
-        Some(ns) => sh(&["ip", "netns", "exec", ns, "cat", &path]),
-        None => sh(&["cat", &path]),
-    };
-    String::from_utf8(out.stdout)
-        .expect("mac")
-        .trim()
-        .to_string()
-}
-
 /// Permanent neighbour entries for the pair's addresses on both ends, so
 /// no ARP or ND frame appears during a comparison; GRO off on the host end
 /// so captures see wire frames.
 pub fn prepare_link(p: &VethPair) {
-    let (hmac, pmac) = (mac(None, &p.host), mac(Some(&p.ns), &p.peer_if));
-    for (host_ip, peer_ip) in [(&p.host_v4, &p.peer_v4), (&p.host_v6, &p.peer_v6)] {
-        sh(&[
-            "ip",
-            "neigh",
-            "replace",
-            peer_ip,
-            "lladdr",
-            &pmac,
-            "dev",
-            &p.host,
-            "nud",
-            "permanent",
-        ]);
-        p.ns_sh(&[
-            "ip",
-            "neigh",
-            "replace",
-            host_ip,
-            "lladdr",
-            &hmac,
-            "dev",
-            &p.peer_if,
-            "nud",
-            "permanent",
-        ]);
-    }
+    p.pin_own_neighbours();
     let _ = Command::new("ethtool")
         .args(["-K", &p.host, "gro", "off"])
         .output();

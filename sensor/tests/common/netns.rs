@@ -132,6 +132,96 @@ impl VethPair {
     }
 }
 
+/// The MAC address of an interface (inside `ns` when given).
+pub fn mac(ns: Option<&str>, iface: &str) -> String {
+    let path = format!("/sys/class/net/{iface}/address");
+    let out = match ns {
+        Some(ns) => sh(&["ip", "netns", "exec", ns, "cat", &path]),
+        None => sh(&["cat", &path]),
+    };
+    String::from_utf8(out.stdout)
+        .expect("mac")
+        .trim()
+        .to_string()
+}
+
+/// Permanent neighbour entries on both ends of `host_if` / `peer_if` for
+/// each (host address, peer address), so no ARP or ND frame can appear at a
+/// random time during a comparison.
+pub fn pin_neighbours(p: &VethPair, host_if: &str, peer_if: &str, pairs: &[(&str, &str)]) {
+    let hmac = mac(None, host_if);
+    let pmac = mac(Some(&p.ns), peer_if);
+    for (host_ip, peer_ip) in pairs {
+        sh(&[
+            "ip",
+            "neigh",
+            "replace",
+            peer_ip,
+            "lladdr",
+            &pmac,
+            "dev",
+            host_if,
+            "nud",
+            "permanent",
+        ]);
+        p.ns_sh(&[
+            "ip",
+            "neigh",
+            "replace",
+            host_ip,
+            "lladdr",
+            &hmac,
+            "dev",
+            peer_if,
+            "nud",
+            "permanent",
+        ]);
+    }
+}
+
+/// Received and transmitted packets of an interface, from its own counters.
+pub fn link_packets(iface: &str) -> (u64, u64) {
+    let read = |f: &str| {
+        std::fs::read_to_string(format!("/sys/class/net/{iface}/statistics/{f}"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (read("rx_packets"), read("tx_packets"))
+}
+
+/// Waits until the interface has been silent for 300 ms (30 s at most).
+pub fn quiesce(iface: &str) {
+    let mut last = link_packets(iface);
+    let mut still = 0;
+    wait_for("the interface to go quiet", Duration::from_secs(30), || {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = link_packets(iface);
+        if now == last {
+            still += 1;
+        } else {
+            still = 0;
+            last = now;
+        }
+        still >= 3
+    });
+}
+
+impl VethPair {
+    /// [`pin_neighbours`] for the pair's own IPv4 and IPv6 addresses.
+    pub fn pin_own_neighbours(&self) {
+        pin_neighbours(
+            self,
+            &self.host,
+            &self.peer_if,
+            &[
+                (&self.host_v4, &self.peer_v4),
+                (&self.host_v6, &self.peer_v6),
+            ],
+        );
+    }
+}
+
 impl Drop for VethPair {
     fn drop(&mut self) {
         // Deleting the namespace removes the peer end and with it the pair.
