@@ -10,6 +10,8 @@
 //! Shutdown (the future given to [`run`]): programs are detached first, so
 //! nothing is counted after the final drain; then one final drain, every
 //! flow still in the table written as a `shutdown` record, outputs flushed.
+//! In persistent mode (`--pin-path`) the programs stay attached and the
+//! flows stay in the journal for the next start (see [`crate::persist`]).
 //! SIGHUP re-reads `--config` and applies what can change at run time.
 
 use std::{
@@ -79,6 +81,9 @@ pub enum AgentError {
     /// The metric families could not be registered (a bug).
     #[error("{0}")]
     Metrics(#[from] MetricsError),
+    /// Persistent mode's journal could not be opened or read.
+    #[error("{0}")]
+    Persist(#[from] crate::persist::PersistError),
     /// The pipeline worker panicked (a bug: please report it with the log).
     #[error("the pipeline worker stopped unexpectedly: {0}; this is a bug, please report it with the log")]
     Worker(String),
@@ -151,7 +156,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             }
         }
     }
-    let drainer = sensor.drainer().map_err(AgentError::Load)?;
+    let mut drainer = sensor.drainer().map_err(AgentError::Load)?;
+    let (persist, restored) = match sensor.pin_identity() {
+        Some(identity) => {
+            let (p, restored) = open_persist(&config, identity, &mut drainer)?;
+            (Some(p), restored)
+        }
+        None => (None, None),
+    };
 
     let registry = prometheus::Registry::new();
     let mut metrics = Metrics::new(&registry, BuildInfo::current())?;
@@ -193,6 +205,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             out: events_out,
         },
     );
+    if let Some((meta, entries)) = restored {
+        let evicted = pipeline.table.restore(&meta, entries);
+        pipeline.write(&evicted);
+        info!(
+            flows = pipeline.table.len(),
+            "persistent mode: flow table restored from the journal"
+        );
+    }
+    pipeline.persist = persist;
 
     let start = tokio::time::Instant::now() + config.interval;
     let mut ticker = tokio::time::interval_at(start, config.interval);
@@ -247,6 +268,82 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         "sensor stopped"
     );
     Ok(())
+}
+
+/// Persistent mode: opens the journal, cuts the records file back to what
+/// the last frame saw, and aligns the drainer with the kernel's buffers.
+/// Returns the journal and the table state to restore.
+// Called once at start; its errors are `run`'s own.
+#[allow(clippy::type_complexity, clippy::result_large_err)]
+fn open_persist(
+    config: &Config,
+    identity: [u32; 3],
+    drainer: &mut Drainer,
+) -> Result<
+    (
+        Persist,
+        Option<(
+            crate::flowtable::TableMeta,
+            Vec<crate::flowtable::FlowEntry>,
+        )>,
+    ),
+    AgentError,
+> {
+    let (journal, recovered) = crate::persist::Journal::open(&config.state_dir, identity)?;
+    let records_path = match &config.flows_file {
+        Some(Output::File(p)) => Some(p.clone()),
+        Some(Output::Stdout) => {
+            warn!(
+                "persistent mode with flow records on standard output: records of a drain \
+                 interrupted by a crash may be written twice; use --flows-file PATH for \
+                 exactly-once records"
+            );
+            None
+        }
+        None => None,
+    };
+    drainer.set_two_phase(true);
+    let mut persist = Persist {
+        journal,
+        identity,
+        seq: 0,
+        records_path,
+        errors: 0,
+    };
+    let Some(r) = recovered else {
+        info!(state_dir = %config.state_dir.display(), "persistent mode: no journal to resume; starting with an empty flow table");
+        return Ok((persist, None));
+    };
+    persist.seq = r.header.seq;
+    if let (Some(path), Some(len)) = (&persist.records_path, r.header.records_len) {
+        let now = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        if now > len {
+            // Records of a drain whose frame was never written: that drain
+            // is repeated and writes them again.
+            let f = std::fs::OpenOptions::new().write(true).open(path);
+            match f.and_then(|f| f.set_len(len)) {
+                Ok(()) => info!(
+                    path = %path.display(),
+                    cut = now - len,
+                    "persistent mode: records of an unfinished drain removed; it is repeated"
+                ),
+                Err(e) => {
+                    warn!(path = %path.display(), "cannot cut back the records file: {e}; some records may repeat")
+                }
+            }
+        }
+    }
+    let cleared = drainer
+        .recover(r.header.active_after, r.header.last_flip_ns)
+        .map_err(|e| AgentError::Load(LoadError::Drain(e)))?;
+    info!(
+        frames = r.frames,
+        flows = r.entries.len(),
+        torn_bytes = r.torn_bytes,
+        cleared,
+        "persistent mode: journal replayed"
+    );
+    Ok((persist, Some((r.header.table, r.entries))))
 }
 
 /// Runs `f` on the pipeline in tokio's blocking pool and hands it back.
@@ -352,6 +449,17 @@ struct Pipeline {
     health: Arc<Health>,
     /// False while an interface awaited with --wait-for-iface is missing.
     all_attached: bool,
+    /// Persistent mode's journal.
+    persist: Option<Persist>,
+}
+
+/// Persistent mode's journal and what its frames need.
+struct Persist {
+    journal: crate::persist::Journal,
+    identity: [u32; 3],
+    seq: u64,
+    records_path: Option<std::path::PathBuf>,
+    errors: u64,
 }
 
 impl Pipeline {
@@ -385,6 +493,7 @@ impl Pipeline {
             records_written: 0,
             drain_log: RateLimitedLog::new(Duration::from_secs(10)),
             write_log: RateLimitedLog::new(Duration::from_secs(10)),
+            persist: None,
         }
     }
 
@@ -414,6 +523,7 @@ impl Pipeline {
         }
         let records = self.table.apply(&iv);
         self.write(&records);
+        self.journal(&iv, &records);
         debug!(
             flows = iv.flows.len(),
             table = self.table.len(),
@@ -429,10 +539,81 @@ impl Pipeline {
         self.health.set_ready(self.all_attached);
     }
 
+    /// Persistent mode: journals what this drain changed, then lets the
+    /// drainer delete what it read. A failed frame is logged and counted;
+    /// the drain still completes, so counting goes on (a crash before the
+    /// next good frame would then lose that drain's flows).
+    fn journal(&mut self, iv: &crate::model::Interval, records: &[FlowRecord]) {
+        let Some(p) = self.persist.as_mut() else {
+            return;
+        };
+        let mut touched: Vec<sensor_common::FlowKey> = iv
+            .flows
+            .iter()
+            .map(|d| d.key)
+            .chain(records.iter().map(|r| r.key))
+            .collect();
+        touched.sort_unstable_by(|a, b| key_bytes(a).cmp(key_bytes(b)));
+        touched.dedup();
+        let mut upserts = Vec::new();
+        let mut removes = Vec::new();
+        for k in touched {
+            match self.table.get(&k) {
+                Some(e) => upserts.push(*e),
+                None => removes.push(k),
+            }
+        }
+        let header = crate::persist::Header {
+            identity: p.identity,
+            seq: p.seq + 1,
+            active_after: self.drainer.active(),
+            last_flip_ns: self.drainer.last_flip_ns(),
+            records_len: p
+                .records_path
+                .as_ref()
+                .and_then(|path| std::fs::metadata(path).ok())
+                .map(|m| m.len()),
+            table: self.table.meta(),
+        };
+        let table = &self.table;
+        match p.journal.commit(&header, &upserts, &removes, || {
+            table.iter().copied().collect()
+        }) {
+            Ok(()) => p.seq += 1,
+            Err(e) => {
+                p.errors += 1;
+                if let Some(suppressed) = self.write_log.allow() {
+                    error!(
+                        total = p.errors,
+                        suppressed,
+                        "persistent mode: {e}; a crash now would lose this interval's flows"
+                    );
+                }
+            }
+        }
+        if let Err(e) = self.drainer.complete() {
+            self.drain_errors += 1;
+            if let Some(suppressed) = self.drain_log.allow() {
+                error!(
+                    total = self.drain_errors,
+                    suppressed, "clearing the drained buffer: {e}"
+                );
+            }
+        }
+    }
+
     /// Final drain (programs already detached), then every flow as a
-    /// `shutdown` record, then flush.
+    /// `shutdown` record, then flush. In persistent mode the programs are
+    /// still attached and the flows stay journaled for the next start.
     fn finish(&mut self, kernel: KernelSide) {
         self.step(kernel);
+        if self.persist.is_some() {
+            info!(
+                flows = self.table.len(),
+                "persistent mode: flows kept in the journal for the next start"
+            );
+            return;
+        }
         let records = self.table.flush(monotonic_ns());
         self.write(&records);
         self.metrics.observe_flowtable(&self.table.stats());
@@ -453,6 +634,17 @@ impl Pipeline {
                 // PIPELINE: metrics — export self.write_errors.
             }
         }
+    }
+}
+
+fn key_bytes(k: &sensor_common::FlowKey) -> &[u8] {
+    // SAFETY: FlowKey is repr(C) with explicit padding: every byte is
+    // initialised.
+    unsafe {
+        std::slice::from_raw_parts(
+            (k as *const sensor_common::FlowKey).cast::<u8>(),
+            std::mem::size_of::<sensor_common::FlowKey>(),
+        )
     }
 }
 

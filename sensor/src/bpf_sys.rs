@@ -3,6 +3,12 @@
 //! - [`lookup_and_delete_batch`]: `BPF_MAP_LOOKUP_AND_DELETE_BATCH` (kernel
 //!   5.6+), which reads a hash map in bulk at ~100 ns per entry instead of
 //!   ~1-3 us with `get_next_key` + lookup per key.
+//! - [`lookup_batch`] and [`delete_batch`]: `BPF_MAP_LOOKUP_BATCH` and
+//!   `BPF_MAP_DELETE_BATCH`, for persistent mode's two-phase drain (read,
+//!   journal, then delete).
+//! - [`link_ifindex`]: the interface of an XDP or TCX link
+//!   (`BPF_OBJ_GET_INFO_BY_FD`), to tell whether a pinned link still holds
+//!   its device.
 //! - [`RcuBarrier`]: waits until every program run that started before the
 //!   call has finished. It updates a one-slot `ARRAY_OF_MAPS` it owns: the
 //!   kernel answers every update of a map-in-map with `synchronize_rcu()`
@@ -22,7 +28,11 @@ use std::{
 
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
@@ -136,6 +146,92 @@ pub fn lookup_and_delete_batch(
     key_size: usize,
     value_size: usize,
     batch: u32,
+    sink: impl FnMut(&[u8], &[u8]),
+) -> io::Result<u64> {
+    read_batches(
+        BPF_MAP_LOOKUP_AND_DELETE_BATCH,
+        map,
+        key_size,
+        value_size,
+        batch,
+        sink,
+    )
+}
+
+/// Reads every entry of a hash map in batches, leaving the map as it is.
+/// Same contract as [`lookup_and_delete_batch`].
+pub fn lookup_batch(
+    map: BorrowedFd<'_>,
+    key_size: usize,
+    value_size: usize,
+    batch: u32,
+    sink: impl FnMut(&[u8], &[u8]),
+) -> io::Result<u64> {
+    read_batches(BPF_MAP_LOOKUP_BATCH, map, key_size, value_size, batch, sink)
+}
+
+/// Deletes the keys packed in `keys` (each `key_size` bytes). Keys already
+/// gone are skipped one by one, so a partly deleted set can be deleted
+/// again. Returns how many were deleted.
+pub fn delete_batch(map: BorrowedFd<'_>, key_size: usize, keys: &[u8]) -> io::Result<u64> {
+    let mut deleted = 0u64;
+    let mut rest = keys;
+    while rest.len() >= key_size {
+        let count = (rest.len() / key_size).min(u32::MAX as usize) as u32;
+        let mut a = Attr::new();
+        a.set_u64(16, rest.as_ptr() as u64);
+        a.set_u32(32, count);
+        a.set_u32(36, map.as_raw_fd() as u32);
+        // SAFETY: `rest` holds `count` keys of the map's key size; the
+        // kernel only reads them.
+        let r = unsafe { sys_bpf(BPF_MAP_DELETE_BATCH, &mut a) };
+        let n = (a.get_u32(32) as usize).min(count as usize);
+        deleted += n as u64;
+        match r {
+            Ok(_) => return Ok(deleted),
+            // Key `n` is missing: skip it and carry on after it.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                rest = &rest[((n + 1) * key_size).min(rest.len())..];
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(deleted)
+}
+
+/// The interface index an XDP or TCX link is attached to; 0 once its
+/// device is gone (the link stays, defunct, while something holds it).
+pub fn link_ifindex(link: BorrowedFd<'_>) -> io::Result<u32> {
+    // struct bpf_link_info: type, id, prog_id, then a union 8-aligned at
+    // offset 16 whose xdp and tcx members both start with the ifindex.
+    let mut info = [0u64; 12];
+    let mut a = Attr::new();
+    a.set_u32(0, link.as_raw_fd() as u32);
+    a.set_u32(4, std::mem::size_of_val(&info) as u32);
+    a.set_u64(8, info.as_mut_ptr() as u64);
+    // SAFETY: `info` is a writable buffer of the length given.
+    unsafe { sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a)? };
+    Ok(info[2] as u32)
+}
+
+/// Opens a pinned object (`BPF_OBJ_GET`).
+pub fn obj_get(path: &std::path::Path) -> io::Result<OwnedFd> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in pin path"))?;
+    let mut a = Attr::new();
+    a.set_u64(0, c.as_ptr() as u64);
+    // SAFETY: the path is a live NUL-terminated string; the kernel reads it.
+    let fd = unsafe { sys_bpf(BPF_OBJ_GET, &mut a)? };
+    // SAFETY: the kernel returned a new file descriptor that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+fn read_batches(
+    cmd: libc::c_long,
+    map: BorrowedFd<'_>,
+    key_size: usize,
+    value_size: usize,
+    batch: u32,
     mut sink: impl FnMut(&[u8], &[u8]),
 ) -> io::Result<u64> {
     let mut batch = batch.max(1);
@@ -158,7 +254,7 @@ pub fn lookup_and_delete_batch(
         // SAFETY: the key and value buffers hold `batch` entries of the
         // map's sizes; the tokens are 8 bytes, more than the kernel's u32
         // bucket cursor for hash maps.
-        let r = unsafe { sys_bpf(BPF_MAP_LOOKUP_AND_DELETE_BATCH, &mut a) };
+        let r = unsafe { sys_bpf(cmd, &mut a) };
         let n = a.get_u32(32) as usize;
         let done = match r {
             Ok(_) => false,

@@ -13,9 +13,16 @@
 //! buffer before the barrier (and is read in step 3) or in the active buffer
 //! (and is read by the next drain). Nothing writes the retired buffer while
 //! it is read and cleared.
+//!
+//! In persistent mode ([`Drainer::set_two_phase`]) step 3 only reads: the
+//! keys are kept until the agent has journaled what it read, and
+//! [`Drainer::complete`] deletes them then (see [`crate::persist`]).
+//! [`Drainer::recover`] resumes from a journal: it clears a retired buffer
+//! that was already applied, or makes the next drain read the retired
+//! buffer without flipping when it was not.
 
 use std::{
-    os::fd::AsFd,
+    os::fd::{AsFd, BorrowedFd},
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -67,6 +74,12 @@ pub struct Drainer {
     ncpus: usize,
     last_flip_ns: u64,
     capacity: u32,
+    /// Persistent mode: read, then delete in [`Drainer::complete`].
+    two_phase: bool,
+    /// Buffer and packed keys read by the last drain, not yet deleted.
+    pending: Option<(usize, Vec<u8>)>,
+    /// The next drain reads the retired buffer without flipping first.
+    skip_flip: bool,
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, DrainError> {
@@ -133,6 +146,63 @@ impl Drainer {
             ncpus,
             last_flip_ns: monotonic_ns(),
             capacity,
+            two_phase: false,
+            pending: None,
+            skip_flip: false,
+        })
+    }
+
+    /// Persistent mode: a drain reads without deleting; call
+    /// [`Drainer::complete`] once what it read is journaled.
+    pub fn set_two_phase(&mut self, on: bool) {
+        self.two_phase = on;
+    }
+
+    /// The buffer the programs write now.
+    pub fn active(&self) -> u32 {
+        self.active
+    }
+
+    /// Monotonic time of the latest flip.
+    pub fn last_flip_ns(&self) -> u64 {
+        self.last_flip_ns
+    }
+
+    /// Resumes from a journal whose last frame saw `active_after` as the
+    /// active buffer and flipped at `last_flip_ns`. Returns the entries
+    /// of an already applied retired buffer that were deleted.
+    pub fn recover(&mut self, active_after: u32, last_flip_ns: u64) -> Result<u64, DrainError> {
+        self.last_flip_ns = last_flip_ns;
+        if self.active == active_after & 1 {
+            // Applied but not (entirely) cleared before the agent stopped.
+            let retired = (self.active ^ 1) as usize;
+            let fd = self.flows[retired].fd().as_fd();
+            const KEY: usize = std::mem::size_of::<FlowKey>();
+            const VALUE: usize = std::mem::size_of::<FlowValue>();
+            bpf_sys::lookup_and_delete_batch(fd, KEY, VALUE * self.ncpus, BATCH, |_, _| {}).map_err(
+                |source| DrainError::Sys {
+                    what: "clearing the already journaled flow buffer",
+                    source,
+                },
+            )
+        } else {
+            // Flipped after the last frame: the retired buffer is unread.
+            self.skip_flip = true;
+            Ok(0)
+        }
+    }
+
+    /// Deletes what the last two-phase drain read.
+    pub fn complete(&mut self) -> Result<u64, DrainError> {
+        let Some((which, keys)) = self.pending.take() else {
+            return Ok(0);
+        };
+        let fd = self.flows[which].fd().as_fd();
+        bpf_sys::delete_batch(fd, std::mem::size_of::<FlowKey>(), &keys).map_err(|source| {
+            DrainError::Sys {
+                what: "BPF_MAP_DELETE_BATCH on the retired flow buffer",
+                source,
+            }
         })
     }
 
@@ -140,24 +210,31 @@ impl Drainer {
     /// clears the retired buffer, and reads the totals.
     pub fn drain(&mut self) -> Result<Interval, DrainError> {
         let started = Instant::now();
-        let retired = self.active;
-        let next = retired ^ 1;
-        self.control
-            .set(
-                0,
-                Control {
-                    active: next,
-                    _pad: 0,
-                },
-                0,
-            )
-            .map_err(|source| DrainError::Map {
-                map: MAP_CONTROL,
-                source,
-            })?;
+        // A two-phase drain whose keys were never deleted (its journal
+        // frame failed): delete them now, before that buffer is reused.
+        if self.pending.is_some() {
+            self.complete()?;
+        }
+        if !std::mem::take(&mut self.skip_flip) {
+            let next = self.active ^ 1;
+            self.control
+                .set(
+                    0,
+                    Control {
+                        active: next,
+                        _pad: 0,
+                    },
+                    0,
+                )
+                .map_err(|source| DrainError::Map {
+                    map: MAP_CONTROL,
+                    source,
+                })?;
+            self.active = next;
+        }
+        let retired = self.active ^ 1;
         let flip_ns = monotonic_ns();
         let flip_unix_ns = unix_ns();
-        self.active = next;
         self.barrier.wait().map_err(|source| DrainError::Sys {
             what: "waiting for in-flight programs (map-in-map update)",
             source,
@@ -189,29 +266,56 @@ impl Drainer {
         let ncpus = self.ncpus;
         let mut out = Vec::new();
         let fd = self.flows[which].fd().as_fd();
-        bpf_sys::lookup_and_delete_batch(fd, KEY, VALUE * ncpus, BATCH, |keys, values| {
-            for (k, v) in keys
-                .chunks_exact(KEY)
-                .zip(values.chunks_exact(VALUE * ncpus))
-            {
-                // SAFETY: FlowKey is Pod and the chunk holds exactly its bytes;
-                // read_unaligned makes no alignment assumption.
-                let key: FlowKey = unsafe { std::ptr::read_unaligned(k.as_ptr().cast()) };
-                let mut value = FlowValue::default();
-                for cpu in v.chunks_exact(VALUE) {
-                    // SAFETY: as above, for one CPU's FlowValue.
-                    let cv: FlowValue = unsafe { std::ptr::read_unaligned(cpu.as_ptr().cast()) };
-                    merge_value(&mut value, &cv);
+        let two_phase = self.two_phase;
+        let mut pending = Vec::new();
+        type Read = fn(
+            BorrowedFd<'_>,
+            usize,
+            usize,
+            u32,
+            &mut dyn FnMut(&[u8], &[u8]),
+        ) -> std::io::Result<u64>;
+        let read: Read = if two_phase {
+            |fd, k, v, b, sink| bpf_sys::lookup_batch(fd, k, v, b, sink)
+        } else {
+            |fd, k, v, b, sink| bpf_sys::lookup_and_delete_batch(fd, k, v, b, sink)
+        };
+        read(
+            fd,
+            KEY,
+            VALUE * ncpus,
+            BATCH,
+            &mut |keys: &[u8], values: &[u8]| {
+                if two_phase {
+                    pending.extend_from_slice(keys);
                 }
-                if value.packets > 0 {
-                    out.push(FlowDelta { key, value });
+                for (k, v) in keys
+                    .chunks_exact(KEY)
+                    .zip(values.chunks_exact(VALUE * ncpus))
+                {
+                    // SAFETY: FlowKey is Pod and the chunk holds exactly its bytes;
+                    // read_unaligned makes no alignment assumption.
+                    let key: FlowKey = unsafe { std::ptr::read_unaligned(k.as_ptr().cast()) };
+                    let mut value = FlowValue::default();
+                    for cpu in v.chunks_exact(VALUE) {
+                        // SAFETY: as above, for one CPU's FlowValue.
+                        let cv: FlowValue =
+                            unsafe { std::ptr::read_unaligned(cpu.as_ptr().cast()) };
+                        merge_value(&mut value, &cv);
+                    }
+                    if value.packets > 0 {
+                        out.push(FlowDelta { key, value });
+                    }
                 }
-            }
-        })
+            },
+        )
         .map_err(|source| DrainError::Sys {
-            what: "BPF_MAP_LOOKUP_AND_DELETE_BATCH on the retired flow buffer",
+            what: "reading the retired flow buffer (BPF_MAP_LOOKUP[_AND_DELETE]_BATCH)",
             source,
         })?;
+        if two_phase {
+            self.pending = Some((which, pending));
+        }
         Ok(out)
     }
 

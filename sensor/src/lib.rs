@@ -11,6 +11,7 @@
 //! - [`bpf_sys`]: a small safe wrapper over `bpf(2)` batch operations;
 //! - [`drain`]: double-buffered, loss-free draining into [`model::Interval`]s;
 //! - [`flowtable`]: the bounded flow table, timeouts and flow records;
+//! - [`persist`]: persistent mode's journal of the flow table;
 //! - [`rates`]: per-interface, protocol, host and flow rates with EWMA;
 //! - [`detect`]: baselines and anomaly detection;
 //! - [`metrics`] and [`http`]: the Prometheus exporter;
@@ -28,4 +29,5 @@ pub mod http;
 pub mod loader;
 pub mod metrics;
 pub mod model;
+pub mod persist;
 pub mod rates;

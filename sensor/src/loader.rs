@@ -4,23 +4,37 @@
 //! sizes the flow buffers. [`Sensor::attach`] gives the interface a totals
 //! slot, then attaches XDP (ingress) and TC (egress). Every error says what
 //! to try next.
+//!
+//! Persistent mode (`--pin-path DIR`, a bpffs directory): the five maps are
+//! pinned as `DIR/<MAP>` and reused by the next load, and every link is
+//! pinned as `DIR/links/<iface>@<kind>` (`xdp-native`, `xdp-skb`, `tc`;
+//! bpffs refuses dots, so a `.` in the name is written `%2E`).
+//! A restarted agent loads fresh programs and swaps them into the pinned
+//! links atomically (`bpf_link_update`), so the old programs count until
+//! the new ones take over, into the same maps. Exiting leaves everything
+//! attached; removing `DIR` detaches it. A link whose device went away is
+//! unpinned and the interface attached anew when it is back.
 
 use std::{
     collections::BTreeMap,
-    path::PathBuf,
+    os::fd::AsFd,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex},
 };
 
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData},
+    maps::{HashMap as BpfHashMap, MapData, MapInfo, MapType},
     programs::{
-        tc::{self, SchedClassifierLinkId, TcAttachType},
+        links::{FdLink, PinnedLink},
+        tc::{self, SchedClassifierLink, SchedClassifierLinkId, TcAttachType},
+        xdp::XdpLink,
         ProgramError, SchedClassifier, Xdp, XdpMode,
     },
     Ebpf, EbpfError, EbpfLoader,
 };
 use sensor_common::{
-    MAP_FLOWS_A, MAP_FLOWS_B, MAP_IFACE_SLOTS, MAX_IFACE_SLOTS, PROG_TC, PROG_XDP,
+    Control, FlowKey, FlowValue, Totals, MAP_CONTROL, MAP_FLOWS_A, MAP_FLOWS_B, MAP_IFACE_SLOTS,
+    MAP_NAMES, MAP_TOTALS, MAX_IFACE_SLOTS, PROG_TC, PROG_XDP,
 };
 use tracing::{debug, info, warn};
 
@@ -130,18 +144,45 @@ pub enum LoadError {
         #[source]
         source: aya::maps::MapError,
     },
-    #[error("persistent mode (--pin-path) is not available in this build")]
-    PinUnsupported,
+    #[error(
+        "persistent mode: {path}: {reason}; --pin-path must be a directory on a bpffs mount \
+         (mount -t bpf bpf /sys/fs/bpf)"
+    )]
+    PinPath { path: PathBuf, reason: String },
+    #[error(
+        "persistent mode: the pinned map {path} is {found}, this sensor needs {want}; it was \
+         made by an incompatible sensor version. Remove the pin directory (this detaches the \
+         old programs) and start again"
+    )]
+    IncompatiblePin {
+        path: PathBuf,
+        found: String,
+        want: String,
+    },
+    #[error("persistent mode: pinning {what} at {path}: {reason}")]
+    Pin {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
     #[error(transparent)]
     Drain(#[from] DrainError),
+}
+
+/// A link the sensor holds: owned by the program (detached with it), or
+/// pinned (attached for as long as the pin exists).
+#[derive(Debug)]
+enum Held<Id> {
+    Owned(Id),
+    Pinned(PathBuf),
 }
 
 /// One watched interface.
 #[derive(Debug)]
 struct Attachment {
     info: AttachInfo,
-    xdp: Option<aya::programs::xdp::XdpLinkId>,
-    tc: Option<SchedClassifierLinkId>,
+    xdp: Option<Held<aya::programs::xdp::XdpLinkId>>,
+    tc: Option<Held<SchedClassifierLinkId>>,
 }
 
 /// A change [`Sensor::reconcile`] found.
@@ -166,6 +207,8 @@ pub type SlotTable = Arc<Mutex<BTreeMap<u32, (u32, String)>>>;
 pub struct Sensor {
     ebpf: Ebpf,
     opts: LoadOptions,
+    /// Persistent mode's pin directory.
+    pins: Option<PathBuf>,
     slots_map: BpfHashMap<MapData, u32, u32>,
     slots: SlotTable,
     attachments: Vec<Attachment>,
@@ -229,13 +272,32 @@ impl Sensor {
                 missing: missing.join(", "),
             });
         }
-        if opts.pin_path.is_some() {
-            return Err(LoadError::PinUnsupported);
-        }
         if OBJECT.is_empty() {
             return Err(LoadError::ObjectMissing);
         }
-        let mut ebpf = EbpfLoader::new()
+        let mut opts = opts.clone();
+        let mut loader = EbpfLoader::new();
+        let map_pins: Vec<(&str, PathBuf)> = match &opts.pin_path {
+            Some(dir) => {
+                if let Some(n) = prepare_pins(dir)? {
+                    if n != opts.flow_map_entries {
+                        warn!(
+                            pinned = n,
+                            requested = opts.flow_map_entries,
+                            "the pinned flow buffers keep their size; remove the pin \
+                             directory to resize them"
+                        );
+                        opts.flow_map_entries = n;
+                    }
+                }
+                MAP_NAMES.iter().map(|&m| (m, dir.join(m))).collect()
+            }
+            None => Vec::new(),
+        };
+        for (name, path) in &map_pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader
             .map_max_entries(MAP_FLOWS_A, opts.flow_map_entries)
             .map_max_entries(MAP_FLOWS_B, opts.flow_map_entries)
             .load(OBJECT)
@@ -258,22 +320,53 @@ impl Sensor {
             what: "map",
             name: MAP_IFACE_SLOTS,
         })?;
-        let slots_map = BpfHashMap::try_from(slots_map).map_err(|source| LoadError::Map {
+        let mut slots_map = BpfHashMap::try_from(slots_map).map_err(|source| LoadError::Map {
             map: MAP_IFACE_SLOTS,
             source,
         })?;
         info!(
             flow_map_entries = opts.flow_map_entries,
+            persistent = opts.pin_path.is_some(),
             "programs loaded and verified"
         );
+        let mut slots = BTreeMap::new();
+        if opts.pin_path.is_some() {
+            // Slots of interfaces attached before the restart keep their
+            // cumulative totals; those of devices now gone are dropped.
+            let known: Vec<(u32, u32)> = slots_map.iter().filter_map(Result::ok).collect();
+            for (ifindex, slot) in known {
+                match ifname(ifindex) {
+                    Some(name) => {
+                        slots.insert(slot, (ifindex, name));
+                    }
+                    None => {
+                        let _ = slots_map.remove(&ifindex);
+                    }
+                }
+            }
+        }
         Ok(Sensor {
             ebpf,
-            opts: opts.clone(),
+            pins: opts.pin_path.clone(),
+            opts,
             slots_map,
-            slots: Arc::default(),
+            slots: Arc::new(Mutex::new(slots)),
             attachments: Vec::new(),
             logger,
         })
+    }
+
+    /// Persistent mode: kernel ids of the pinned FLOWS_A, FLOWS_B and
+    /// CONTROL maps, which identify the journal that belongs to them.
+    pub fn pin_identity(&self) -> Option<[u32; 3]> {
+        let dir = self.pins.as_ref()?;
+        let id = |m: &str| MapInfo::from_pin(dir.join(m)).map(|i| i.id()).unwrap_or(0);
+        Some([id(MAP_FLOWS_A), id(MAP_FLOWS_B), id(MAP_CONTROL)])
+    }
+
+    /// True in persistent mode.
+    pub fn is_persistent(&self) -> bool {
+        self.pins.is_some()
     }
 
     /// Attaches XDP (ingress) and TC (egress) to `iface`.
@@ -289,8 +382,25 @@ impl Sensor {
             xdp: None,
             tc: None,
         };
+        if let Some(dir) = self.pins.clone() {
+            let r = self.attach_pinned(&dir, iface, ifindex, &mut att);
+            if let Err(e) = r {
+                self.detach_one(&mut att, true);
+                return Err(e);
+            }
+            info!(
+                iface,
+                ifindex,
+                slot,
+                xdp_mode = att.info.xdp_mode,
+                "attached (pinned)"
+            );
+            let info = att.info.clone();
+            self.attachments.push(att);
+            return Ok(info);
+        }
         let (link, mode) = self.attach_xdp(iface)?;
-        att.xdp = Some(link);
+        att.xdp = Some(Held::Owned(link));
         att.info.xdp_mode = mode;
         att.info.xdp_attached = true;
         let tc: &mut SchedClassifier = prog(&mut self.ebpf, PROG_TC)?;
@@ -302,7 +412,7 @@ impl Sensor {
                 match tc.attach(iface, TcAttachType::Egress) {
                     Ok(l) => l,
                     Err(source) => {
-                        self.detach_one(&mut att);
+                        self.detach_one(&mut att, true);
                         return Err(LoadError::TcAttach {
                             iface: iface.to_string(),
                             source,
@@ -311,12 +421,106 @@ impl Sensor {
                 }
             }
         };
-        att.tc = Some(link);
+        att.tc = Some(Held::Owned(link));
         att.info.tc_attached = true;
         info!(iface, ifindex, slot, xdp_mode = mode, "attached");
         let info = att.info.clone();
         self.attachments.push(att);
         Ok(info)
+    }
+
+    /// Persistent mode: takes over the interface's pinned links when they
+    /// still hold this device, else attaches and pins new ones.
+    fn attach_pinned(
+        &mut self,
+        dir: &Path,
+        iface: &str,
+        ifindex: u32,
+        att: &mut Attachment,
+    ) -> Result<(), LoadError> {
+        let links = dir.join("links");
+        let pin_err = |what: &'static str, path: &Path, e: &dyn std::error::Error| LoadError::Pin {
+            what,
+            path: path.to_path_buf(),
+            reason: error_chain(e),
+        };
+        // XDP: the pin name records the mode the link was made in.
+        let mut xdp_done = false;
+        for mode in ["native", "skb"] {
+            let path = links.join(format!("{}@xdp-{mode}", pin_name(iface)));
+            let Some(old) = open_pinned(&path, ifindex) else {
+                continue;
+            };
+            let link = XdpLink::try_from(old).map_err(|e| pin_err("the XDP link", &path, &e))?;
+            let xdp: &mut Xdp = prog(&mut self.ebpf, PROG_XDP)?;
+            let id = xdp
+                .attach_to_link(link)
+                .map_err(|e| pin_err("the XDP link (program replacement)", &path, &e))?;
+            // The pin keeps the link; the program's copy of the fd can go.
+            drop(xdp.take_link(id));
+            att.xdp = Some(Held::Pinned(path));
+            att.info.xdp_mode = mode;
+            xdp_done = true;
+            break;
+        }
+        if !xdp_done {
+            let (id, mode) = self.attach_xdp(iface)?;
+            let path = links.join(format!("{}@xdp-{mode}", pin_name(iface)));
+            let xdp: &mut Xdp = prog(&mut self.ebpf, PROG_XDP)?;
+            let link = xdp
+                .take_link(id)
+                .map_err(|e| pin_err("the XDP link", &path, &e))?;
+            let fd = FdLink::try_from(link).map_err(|e| LoadError::Pin {
+                what: "the XDP link",
+                path: path.clone(),
+                reason: format!(
+                    "{} (persistent mode needs bpf_link-based XDP, Linux 5.9+)",
+                    error_chain(&e)
+                ),
+            })?;
+            fd.pin(&path)
+                .map_err(|e| pin_err("the XDP link", &path, &e))?;
+            att.xdp = Some(Held::Pinned(path));
+            att.info.xdp_mode = mode;
+        }
+        att.info.xdp_attached = true;
+
+        let path = links.join(format!("{}@tc", pin_name(iface)));
+        let tc: &mut SchedClassifier = prog(&mut self.ebpf, PROG_TC)?;
+        match open_pinned(&path, ifindex) {
+            Some(old) => {
+                let link = SchedClassifierLink::try_from(old)
+                    .map_err(|e| pin_err("the TC link", &path, &e))?;
+                let id = tc
+                    .attach_to_link(link)
+                    .map_err(|e| pin_err("the TC link (program replacement)", &path, &e))?;
+                drop(tc.take_link(id));
+            }
+            None => {
+                let id = tc.attach(iface, TcAttachType::Egress).map_err(|source| {
+                    LoadError::TcAttach {
+                        iface: iface.to_string(),
+                        source,
+                    }
+                })?;
+                let link = tc
+                    .take_link(id)
+                    .map_err(|e| pin_err("the TC link", &path, &e))?;
+                let fd = FdLink::try_from(link).map_err(|e| LoadError::Pin {
+                    what: "the TC link",
+                    path: path.clone(),
+                    reason: format!(
+                        "{} (persistent mode needs TCX links, Linux 6.6+)",
+                        error_chain(&e)
+                    ),
+                })?;
+                fd.pin(&path)
+                    .map_err(|e| pin_err("the TC link", &path, &e))?;
+            }
+        }
+        att.tc = Some(Held::Pinned(path));
+        att.info.tc_attached = true;
+        Ok(())
     }
 
     fn attach_xdp(
@@ -392,20 +596,30 @@ impl Sensor {
         Ok(slot)
     }
 
-    fn detach_one(&mut self, att: &mut Attachment) {
-        if let Some(id) = att.xdp.take() {
-            if let Ok(xdp) = prog::<Xdp>(&mut self.ebpf, PROG_XDP) {
-                if let Err(e) = xdp.detach(id) {
-                    warn!(iface = att.info.iface, "detaching XDP: {e}");
+    /// Detaches an interface's programs. Pinned links stay attached
+    /// unless `unpin` (their device is gone, or attaching failed halfway).
+    fn detach_one(&mut self, att: &mut Attachment, unpin: bool) {
+        match att.xdp.take() {
+            Some(Held::Owned(id)) => {
+                if let Ok(xdp) = prog::<Xdp>(&mut self.ebpf, PROG_XDP) {
+                    if let Err(e) = xdp.detach(id) {
+                        warn!(iface = att.info.iface, "detaching XDP: {e}");
+                    }
                 }
             }
+            Some(Held::Pinned(path)) if unpin => remove_pin(&path),
+            _ => {}
         }
-        if let Some(id) = att.tc.take() {
-            if let Ok(tc) = prog::<SchedClassifier>(&mut self.ebpf, PROG_TC) {
-                if let Err(e) = tc.detach(id) {
-                    warn!(iface = att.info.iface, "detaching TC: {e}");
+        match att.tc.take() {
+            Some(Held::Owned(id)) => {
+                if let Ok(tc) = prog::<SchedClassifier>(&mut self.ebpf, PROG_TC) {
+                    if let Err(e) = tc.detach(id) {
+                        warn!(iface = att.info.iface, "detaching TC: {e}");
+                    }
                 }
             }
+            Some(Held::Pinned(path)) if unpin => remove_pin(&path),
+            _ => {}
         }
         att.info.xdp_attached = false;
         att.info.tc_attached = false;
@@ -426,15 +640,15 @@ impl Sensor {
                 None if !attached => {}
                 None => {
                     // The kernel detached our links with the device; drop
-                    // our handles to them.
-                    self.detach_one(att);
+                    // our handles (and pins) to them.
+                    self.detach_one(att, true);
                     changes.push(IfaceChange::Vanished { iface: name });
                 }
                 Some(i) => {
                     if attached {
                         // Same name, new device: the old links went with
                         // the old device.
-                        self.detach_one(att);
+                        self.detach_one(att, true);
                     }
                     match self.attach(&name) {
                         Ok(info) => {
@@ -466,12 +680,17 @@ impl Sensor {
         self.attachments.iter().map(|a| a.info.clone()).collect()
     }
 
-    /// Detaches every program.
+    /// Detaches every program; in persistent mode the pinned links stay
+    /// and keep counting.
     pub fn detach_all(&mut self) {
         let mut atts = std::mem::take(&mut self.attachments);
         for att in &mut atts {
-            self.detach_one(att);
-            info!(iface = att.info.iface, "detached");
+            self.detach_one(att, false);
+            if self.pins.is_some() {
+                info!(iface = att.info.iface, "left attached (persistent mode)");
+            } else {
+                info!(iface = att.info.iface, "detached");
+            }
         }
     }
 
@@ -547,6 +766,151 @@ where
         program: name,
         source,
     })
+}
+
+/// Persistent mode: checks the pin directory and any maps pinned there.
+/// Returns the pinned flow buffers' capacity when they exist.
+fn prepare_pins(dir: &Path) -> Result<Option<u32>, LoadError> {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let bad = |reason: String| LoadError::PinPath {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    std::fs::create_dir_all(dir.join("links"))
+        .map_err(|e| bad(format!("cannot create it: {e}")))?;
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| bad("contains a NUL byte".into()))?;
+    // SAFETY: statfs fills the zeroed struct; the path is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(bad(std::io::Error::last_os_error().to_string()));
+    }
+    if st.f_type as i64 != BPF_FS_MAGIC {
+        return Err(bad("is not on a bpffs mount".into()));
+    }
+    let key = std::mem::size_of::<FlowKey>() as u32;
+    let value = std::mem::size_of::<FlowValue>() as u32;
+    let shapes: [(&str, MapType, u32, u32, Option<u32>); 5] = [
+        (MAP_FLOWS_A, MapType::PerCpuHash, key, value, None),
+        (MAP_FLOWS_B, MapType::PerCpuHash, key, value, None),
+        (
+            MAP_TOTALS,
+            MapType::PerCpuArray,
+            4,
+            std::mem::size_of::<Totals>() as u32,
+            Some(MAX_IFACE_SLOTS * 2),
+        ),
+        (MAP_IFACE_SLOTS, MapType::Hash, 4, 4, None),
+        (
+            MAP_CONTROL,
+            MapType::Array,
+            4,
+            std::mem::size_of::<Control>() as u32,
+            Some(1),
+        ),
+    ];
+    let mut flows = None;
+    for (name, ty, k, v, n) in shapes {
+        let path = dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let info = MapInfo::from_pin(&path).map_err(|e| LoadError::Pin {
+            what: "reading a pinned map",
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let found_ty = info.map_type().ok();
+        let ok = found_ty == Some(ty)
+            && info.key_size() == k
+            && info.value_size() == v
+            && n.is_none_or(|n| info.max_entries() == n);
+        if !ok {
+            return Err(LoadError::IncompatiblePin {
+                path,
+                found: format!(
+                    "{found_ty:?} key {} value {} entries {}",
+                    info.key_size(),
+                    info.value_size(),
+                    info.max_entries()
+                ),
+                want: format!("{ty:?} key {k} value {v}"),
+            });
+        }
+        if name == MAP_FLOWS_A {
+            flows = Some(info.max_entries());
+        }
+    }
+    Ok(flows)
+}
+
+/// Opens a pinned link if it still holds device `ifindex`; removes a pin
+/// whose device is gone or replaced (the kernel already detached it).
+fn open_pinned(path: &Path, ifindex: u32) -> Option<FdLink> {
+    if !path.exists() {
+        return None;
+    }
+    let held =
+        crate::bpf_sys::obj_get(path).and_then(|fd| crate::bpf_sys::link_ifindex(fd.as_fd()));
+    match held {
+        Ok(i) if i == ifindex => match PinnedLink::from_pin(path) {
+            Ok(l) => Some(FdLink::from(l)),
+            Err(e) => {
+                warn!(path = %path.display(), "unreadable pinned link ({e}); replacing it");
+                remove_pin(path);
+                None
+            }
+        },
+        Ok(i) => {
+            info!(path = %path.display(), was = i, now = ifindex, "pinned link belongs to a device that is gone; replacing it");
+            remove_pin(path);
+            None
+        }
+        Err(e) => {
+            warn!(path = %path.display(), "cannot query pinned link ({e}); replacing it");
+            remove_pin(path);
+            None
+        }
+    }
+}
+
+/// An interface name as a bpffs file name: bpffs refuses dots (they are
+/// reserved for its own files), so `.` becomes `%2E` and `%` becomes `%25`.
+fn pin_name(iface: &str) -> String {
+    iface.replace('%', "%25").replace('.', "%2E")
+}
+
+/// An error and its sources, joined with ": ".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+fn remove_pin(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            warn!(path = %path.display(), "removing pin: {e}");
+        }
+    }
+}
+
+/// The name of an interface by index, if it exists.
+fn ifname(ifindex: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: buf has IF_NAMESIZE bytes, as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: on success buf holds a NUL-terminated name.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
 }
 
 /// The index of an interface by name.

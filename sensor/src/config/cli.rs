@@ -135,6 +135,13 @@ pub struct Options {
     #[arg(long = "pin-path", value_name = "PATH", env = "SENSOR_PIN_PATH")]
     pub pin_path: Option<PathBuf>,
 
+    /// Persistent mode: directory for the flow-table journal that lets a
+    /// restarted agent continue its flows. Keep it on a tmpfs that lives as
+    /// long as the pins (the pins do not survive a reboot either).
+    /// [default: /run/sensor]
+    #[arg(long = "state-dir", value_name = "PATH", env = "SENSOR_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+
     /// Wait for interfaces that do not exist yet instead of failing;
     /// attach them when they appear. [default: false]
     #[arg(long = "wait-for-iface", value_name = "BOOL", env = "SENSOR_WAIT_FOR_IFACE",

@@ -29,6 +29,7 @@ pub(crate) struct FileConfig {
     pub flow_map_entries: Option<i64>,
     pub ewma_tau: Option<String>,
     pub pin_path: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
     pub wait_for_iface: Option<bool>,
     pub web_config_file: Option<PathBuf>,
     /// The `[detection]` table (thresholds, baselines, allowlists).

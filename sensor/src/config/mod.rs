@@ -62,6 +62,8 @@ pub const DEFAULT_FLOW_MAP_ENTRIES: u64 = sensor_common::DEFAULT_FLOW_MAP_ENTRIE
 pub const FLOW_MAP_ENTRIES_RANGE: std::ops::RangeInclusive<u64> = 1024..=16 * 1024 * 1024;
 /// Most interfaces one sensor watches (kernel slot 0 is reserved).
 pub const MAX_IFACES: usize = sensor_common::MAX_IFACE_SLOTS as usize - 1;
+/// Default persistent-mode journal directory: a tmpfs, like the pins.
+pub const DEFAULT_STATE_DIR: &str = "/run/sensor";
 /// Default `--log-level`.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 
@@ -178,6 +180,8 @@ pub struct Config {
     pub ewma_tau: Duration,
     /// Persistent mode pin directory (absolute).
     pub pin_path: Option<PathBuf>,
+    /// Persistent mode journal directory (absolute).
+    pub state_dir: PathBuf,
     /// Wait for missing interfaces instead of failing.
     pub wait_for_iface: bool,
     /// Prometheus web-config file for TLS and basic auth.
@@ -254,6 +258,7 @@ impl Config {
             "flow_map_entries",
         );
         check(self.pin_path != new.pin_path, "pin_path");
+        check(self.state_dir != new.state_dir, "state_dir");
         check(self.wait_for_iface != new.wait_for_iface, "wait_for_iface");
         check(
             self.web_config_file != new.web_config_file,
@@ -377,6 +382,18 @@ impl Config {
                 ));
             }
         }
+        let state_dir = o
+            .state_dir
+            .clone()
+            .or(f.state_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        if !state_dir.is_absolute() {
+            return Err(invalid(
+                "state_dir",
+                &state_dir.display().to_string(),
+                "an absolute directory, such as /run/sensor",
+            ));
+        }
         let web_config_file = o.web_config_file.clone().or(f.web_config_file);
         if web_config_file
             .as_ref()
@@ -410,6 +427,7 @@ impl Config {
             flow_map_entries: u32::try_from(flow_map_entries).unwrap_or(u32::MAX),
             ewma_tau,
             pin_path,
+            state_dir,
             wait_for_iface: o.wait_for_iface.or(f.wait_for_iface).unwrap_or(false),
             web_config_file,
             config_file: o.config.clone(),

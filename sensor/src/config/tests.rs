@@ -360,6 +360,11 @@ fn bad_strings() {
         "absolute",
     );
     assert_invalid(
+        err(&["run", "--iface", "a", "--state-dir", "run/sensor"]),
+        "state_dir",
+        "absolute",
+    );
+    assert_invalid(
         err(&["--log-level", "loud=[", "run", "--iface", "a"]),
         "log_level",
         "trace",

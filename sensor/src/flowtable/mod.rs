@@ -76,6 +76,17 @@ pub struct FlowEntry {
     pub last_seen_ns: u64,
 }
 
+/// The table's counters and learned context, without its flows: what
+/// persistent mode journals besides the entries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TableMeta {
+    pub evictions: u64,
+    /// Records written, by [`EndReason`] in [`EndReason::ALL`] order.
+    pub records: Vec<u64>,
+    pub mono_to_unix: Option<i128>,
+    pub ifaces: Vec<(u32, String)>,
+}
+
 /// The agent's flow table. See the module docs for the semantics.
 #[derive(Debug)]
 pub struct FlowTable {
@@ -165,6 +176,48 @@ impl FlowTable {
         }
     }
 
+    /// Counters and context, for the persistent-mode journal.
+    pub fn meta(&self) -> TableMeta {
+        let mut ifaces: Vec<(u32, String)> =
+            self.ifaces.iter().map(|(i, n)| (*i, n.clone())).collect();
+        ifaces.sort();
+        TableMeta {
+            evictions: self.evictions,
+            records: self.records.to_vec(),
+            mono_to_unix: self.mono_to_unix,
+            ifaces,
+        }
+    }
+
+    /// Puts back a journaled state: `entries` into an empty table, and the
+    /// counters. Entries beyond `max_flows` (a smaller limit than before
+    /// the restart) are evicted as usual and returned as records.
+    pub fn restore(&mut self, meta: &TableMeta, entries: Vec<FlowEntry>) -> Vec<FlowRecord> {
+        self.evictions = meta.evictions;
+        for (slot, n) in self.records.iter_mut().zip(&meta.records) {
+            *slot = *n;
+        }
+        self.mono_to_unix = meta.mono_to_unix;
+        self.ifaces = meta.ifaces.iter().cloned().collect();
+        let mut entries = entries;
+        entries.sort_by_key(|e| e.last_seen_ns);
+        let mut out = Vec::new();
+        for e in entries {
+            if self.index.contains_key(&e.key) {
+                continue;
+            }
+            if self.index.len() >= self.config.max_flows {
+                if let Some(&(_, victim)) = self.by_last_seen.first() {
+                    let entry = self.remove(victim);
+                    self.evictions += 1;
+                    self.emit(&entry, EndReason::Evicted, &mut out);
+                }
+            }
+            self.insert(e);
+        }
+        out
+    }
+
     /// Flows in the table now.
     pub fn len(&self) -> usize {
         self.index.len()
@@ -229,14 +282,18 @@ impl FlowTable {
                 self.emit(&entry, EndReason::Evicted, out);
             }
         }
-        let entry = FlowEntry {
+        self.insert(FlowEntry {
             key: *key,
             value: *delta,
             total_packets: delta.packets,
             total_bytes: delta.bytes,
             first_seen_ns: delta.first_seen_ns,
             last_seen_ns: delta.last_seen_ns,
-        };
+        });
+    }
+
+    /// Inserts a flow that is not in the table (the caller made room).
+    fn insert(&mut self, entry: FlowEntry) {
         let slot = match self.free.pop() {
             Some(slot) => {
                 self.slots[slot as usize] = entry;
@@ -248,10 +305,12 @@ impl FlowTable {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.index.insert(*key, slot);
+        self.index.insert(entry.key, slot);
         self.by_last_seen.insert((entry.last_seen_ns, slot));
-        self.by_window_start
-            .insert((entry.value.first_seen_ns, slot));
+        if entry.value.packets > 0 {
+            self.by_window_start
+                .insert((entry.value.first_seen_ns, slot));
+        }
     }
 
     fn expire(&mut self, now_ns: u64, out: &mut Vec<FlowRecord>) {

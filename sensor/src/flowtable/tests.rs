@@ -414,3 +414,63 @@ fn writer_appends_to_file_and_reports_open_errors() {
     assert!(matches!(e, WriterError::Open { .. }));
     assert!(e.to_string().contains("/nonexistent-dir"), "{e}");
 }
+
+/// A table restored from its entries and counters (persistent mode's
+/// journal) continues exactly as the original: same records, same stats.
+#[test]
+fn a_restored_table_continues_like_the_original() {
+    let mut original = table(3);
+    let mut steps = vec![
+        iv(1, vec![(key(1), val(5, S, S)), (key(2), val(1, S, S))]),
+        iv(2, vec![(key(3), val(2, 2 * S, 2 * S))]),
+        iv(3, vec![(key(1), val(4, 3 * S, 3 * S))]),
+    ];
+    for step in &steps {
+        original.apply(step);
+    }
+    let mut restored = table(3);
+    let evicted = restored.restore(&original.meta(), original.iter().copied().collect());
+    assert!(evicted.is_empty());
+    assert_eq!(restored.meta(), original.meta());
+    assert_eq!(restored.len(), original.len());
+
+    // More intervals: a new flow that evicts, then idle and active ends.
+    steps = vec![
+        iv(4, vec![(key(4), val(1, 4 * S, 4 * S))]),
+        iv(30, vec![(key(1), val(1, 30 * S, 30 * S))]),
+        iv(200, vec![]),
+    ];
+    for step in &steps {
+        let mut a = original.apply(step);
+        let mut b = restored.apply(step);
+        a.sort_by_key(|r| (r.key.src_port, r.reason as u8));
+        b.sort_by_key(|r| (r.key.src_port, r.reason as u8));
+        assert_eq!(a, b, "records at {}", step.end_ns / S);
+    }
+    assert_eq!(restored.stats(), original.stats());
+    let mut a = original.flush(300 * S);
+    let mut b = restored.flush(300 * S);
+    a.sort_by_key(|r| r.key.src_port);
+    b.sort_by_key(|r| r.key.src_port);
+    assert_eq!(a, b);
+}
+
+/// Restoring into a smaller table evicts the least recently seen flows,
+/// as records, and counts them.
+#[test]
+fn restoring_into_a_smaller_table_evicts_the_oldest() {
+    let mut original = table(4);
+    original.apply(&iv(
+        1,
+        (1..=4)
+            .map(|p| (key(p), val(1, u64::from(p) * S, u64::from(p) * S)))
+            .collect(),
+    ));
+    let mut small = table(2);
+    let evicted = small.restore(&original.meta(), original.iter().copied().collect());
+    let mut ports: Vec<u16> = evicted.iter().map(|r| r.key.src_port).collect();
+    ports.sort();
+    assert_eq!(ports, vec![1, 2]);
+    assert!(evicted.iter().all(|r| r.reason == EndReason::Evicted));
+    assert_eq!((small.len(), small.stats().evictions), (2, 2));
+}
