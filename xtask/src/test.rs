@@ -5,7 +5,7 @@
 //! - `unit`: library, binary and doc tests, plus integration tests whose
 //!   names match no other tier (no root needed);
 //! - `elf`: `<crate>/tests/elf.rs` (the built object; no root needed);
-//! - `prog`: `<crate>/tests/prog.rs` (BPF_PROG_TEST_RUN; root);
+//! - `prog`: `<crate>/tests/prog*.rs` (BPF_PROG_TEST_RUN; root);
 //! - `live`: `<crate>/tests/live*.rs` and xtask's own `xtask_live_*` tests
 //!   (network namespaces; root);
 //! - `e2e`: `<crate>/tests/e2e*.rs` (root).
@@ -67,7 +67,7 @@ impl Tier {
     pub fn of_test(stem: &str) -> Tier {
         if stem == "elf" {
             Tier::Elf
-        } else if stem == "prog" {
+        } else if stem.starts_with("prog") {
             Tier::Prog
         } else if stem.starts_with("live") || stem == "analyze" || stem == "deploy" {
             // analyze and deploy drive real tools and capabilities as root.
@@ -371,6 +371,7 @@ mod tests {
     fn test_files_map_to_tiers_by_name() {
         assert_eq!(Tier::of_test("elf"), Tier::Elf);
         assert_eq!(Tier::of_test("prog"), Tier::Prog);
+        assert_eq!(Tier::of_test("prog_fuzz"), Tier::Prog);
         assert_eq!(Tier::of_test("live"), Tier::Live);
         assert_eq!(Tier::of_test("live_vlan"), Tier::Live);
         assert_eq!(Tier::of_test("e2e_prometheus"), Tier::E2e);

@@ -69,6 +69,23 @@ impl Harness {
         xdp_run(&mut self.sensor, frame, repeat)
     }
 
+    /// Like [`Harness::xdp`], but returns the kernel's refusal to run the
+    /// program (BPF_PROG_TEST_RUN checks the input's size first).
+    pub fn try_xdp(&mut self, frame: &[u8]) -> Result<u32, aya::programs::ProgramError> {
+        let prog: &mut Xdp = self
+            .sensor
+            .ebpf_mut()
+            .program_mut(PROG_XDP)
+            .expect("xdp program")
+            .try_into()
+            .expect("xdp type");
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            ..TestRunOptions::default()
+        };
+        prog.test_run(opts).map(|r| r.return_value)
+    }
+
     /// Runs the TC program once on `frame`; returns its verdict.
     pub fn tc(&mut self, frame: &[u8]) -> u32 {
         self.try_tc(frame)
@@ -94,6 +111,63 @@ impl Harness {
 
     pub fn drain(&mut self) -> Interval {
         self.drainer.drain().expect("drain")
+    }
+}
+
+/// A second handle on the totals map the drainer owns: reads one slot and
+/// direction straight from the kernel, summed over CPUs, without a drain
+/// (per-frame checks between drains).
+pub struct TotalsReader {
+    map: aya::maps::PerCpuArray<aya::maps::MapData, Totals>,
+    index: u32,
+}
+
+impl TotalsReader {
+    pub fn read(&self) -> Totals {
+        let values = self.map.get(&self.index, 0).expect("reading the totals");
+        let mut t = Totals::default();
+        for v in values.iter() {
+            merge_totals(&mut t, v);
+        }
+        t
+    }
+}
+
+impl Harness {
+    /// Opens a [`TotalsReader`] on the test interface's totals for `dir`.
+    /// The map is found through the XDP program's own map ids, so another
+    /// loaded copy of the object is never read.
+    pub fn totals_reader(&mut self, dir: Direction) -> TotalsReader {
+        use aya::maps::{Map, MapData, MapInfo, PerCpuArray};
+        let slot = self
+            .sensor
+            .register_slot(TEST_IFINDEX, "lo")
+            .expect("slot for lo");
+        let prog: &Xdp = self
+            .sensor
+            .ebpf_mut()
+            .program(PROG_XDP)
+            .expect("xdp program")
+            .try_into()
+            .expect("xdp type");
+        let ids = prog
+            .info()
+            .expect("program info")
+            .map_ids()
+            .expect("map ids")
+            .expect("the kernel reports map ids");
+        let id = ids
+            .into_iter()
+            .find(|id| {
+                MapInfo::from_id(*id)
+                    .is_ok_and(|m| m.name_as_str() == Some(sensor_common::MAP_TOTALS))
+            })
+            .expect("the XDP program uses the totals map");
+        let data = MapData::from_id(id).expect("opening the totals map");
+        TotalsReader {
+            map: PerCpuArray::try_from(Map::PerCpuArray(data)).expect("totals map type"),
+            index: sensor_common::totals_index(slot, dir as u8),
+        }
     }
 }
 
