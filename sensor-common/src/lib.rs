@@ -430,7 +430,8 @@ mod tests {
 /// per run from a per-CPU counter (see [`BenchConfig`]).
 pub const PROG_XDP_BENCH: &str = "sensor_xdp_bench";
 /// Benchmark traffic generator for `BPF_F_TEST_XDP_LIVE_FRAMES`: rewrites
-/// each IPv4/UDP frame's addresses and source port from a per-CPU counter
+/// each frame's source (IPv4/UDP: addresses and source port; IPv6/UDP: the
+/// source address, see [`BenchConfig::gen_spoof`]) from a per-CPU counter
 /// and returns `XDP_TX`.
 pub const PROG_XDP_BENCH_GEN: &str = "sensor_bench_gen";
 /// Per-CPU array of [`BENCH_SEQ_ENTRIES`] u64 run counters: index
@@ -455,9 +456,25 @@ pub struct BenchConfig {
     pub prog_flows: u64,
     /// Modulus for [`PROG_XDP_BENCH_GEN`].
     pub gen_flows: u64,
+    /// How [`PROG_XDP_BENCH_GEN`] spoofs sources: [`GEN_SPOOF_V4`] or
+    /// [`GEN_SPOOF_V6`].
+    pub gen_spoof: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<BenchConfig>() == 16);
+const _: () = assert!(core::mem::size_of::<BenchConfig>() == 24);
+
+/// Generator mode for an untagged IPv4/UDP frame (the default): flow `k`
+/// is 198.18.x.y -> 198.19.x.y with `x.y = (k >> 4) & 0xffff` and source
+/// port `10000 + (k & 15)`: at most 65,536 source addresses (1,048,576
+/// flows), all inside 198.18.0.0/15 (too small for a million sources).
+pub const GEN_SPOOF_V4: u32 = 0;
+/// Generator mode for an untagged IPv6/UDP frame: the source becomes
+/// `2001:db8:C::K:K` (`C` the CPU number, `K:K` the low 32 bits of flow
+/// `k`); destination and ports stay as in the frame. Up to 2^32 distinct
+/// source addresses per CPU, all inside 2001:db8::/32, to one destination:
+/// the many-spoofed-sources flood.
+pub const GEN_SPOOF_V6: u32 = 1;
 
 #[cfg(feature = "user")]
-// SAFETY: #[repr(C)], two u64 fields, no padding.
+// SAFETY: #[repr(C)], two u64 and two u32 fields, no padding.
 unsafe impl aya::Pod for BenchConfig {}

@@ -7,18 +7,23 @@
 //!   number `k`, taken from a per-CPU counter, so repeated test runs of one
 //!   frame measure many flows: the hit path, the new-flow path and the
 //!   map-full path. The real program is untouched (zero cost to it).
-//! - `sensor_bench_gen`: a traffic generator for live-frames test runs. It
-//!   rewrites an untagged IPv4/UDP frame's addresses (198.18.x.y ->
-//!   198.19.x.y) and source port from flow number `k`, fixes the IPv4
-//!   header checksum and returns `XDP_TX`.
+//! - `sensor_bench_gen`: a traffic generator for live-frames test runs. By
+//!   default it rewrites an untagged IPv4/UDP frame's addresses (198.18.x.y
+//!   -> 198.19.x.y) and source port from flow number `k` and fixes the IPv4
+//!   header checksum; with `gen_spoof = GEN_SPOOF_V6` it rewrites an
+//!   untagged IPv6/UDP frame's source address to `2001:db8:CPU::k` (over a
+//!   million distinct sources, one destination). It returns `XDP_TX`.
 
 use aya_ebpf::{
     bindings::xdp_action,
+    helpers::bpf_get_smp_processor_id,
     macros::{map, xdp},
     maps::{Array, PerCpuArray},
     programs::XdpContext,
 };
-use sensor_common::{BenchConfig, Direction, BENCH_SEQ_ENTRIES, BENCH_SEQ_GEN, BENCH_SEQ_PROG};
+use sensor_common::{
+    BenchConfig, Direction, BENCH_SEQ_ENTRIES, BENCH_SEQ_GEN, BENCH_SEQ_PROG, GEN_SPOOF_V6,
+};
 
 use crate::{count, parse};
 
@@ -79,13 +84,28 @@ const IP_DST: usize = IP + 16;
 const UDP_SPORT: usize = IP + 20;
 const HEADERS: usize = UDP_SPORT + 2;
 
+/// Offsets in an untagged Ethernet + IPv6 (no extension headers) + UDP
+/// frame.
+const IP6: usize = 14;
+const IP6_NEXT: usize = IP6 + 6;
+const IP6_SRC: usize = IP6 + 8;
+const HEADERS6: usize = IP6 + 40 + 8;
+const ETH_P_IPV6: [u8; 2] = [0x86, 0xdd];
+const IPPROTO_UDP: u8 = 17;
+
 #[xdp]
 pub fn sensor_bench_gen(ctx: XdpContext) -> u32 {
+    let (flows, spoof) = BENCH_CFG
+        .get(0)
+        .map(|c| (c.gen_flows, c.gen_spoof))
+        .unwrap_or((0, 0));
+    if spoof == GEN_SPOOF_V6 {
+        return gen_v6(&ctx, flows);
+    }
     let start = ctx.data();
     if start + HEADERS > ctx.data_end() {
         return xdp_action::XDP_ABORTED;
     }
-    let flows = BENCH_CFG.get(0).map(|c| c.gen_flows).unwrap_or(0);
     let k = next_flow(BENCH_SEQ_GEN, flows);
     let host = ((k >> 4) & 0xffff) as u16;
     let sport = 10_000 + (k & 15) as u16;
@@ -114,6 +134,48 @@ pub fn sensor_bench_gen(ctx: XdpContext) -> u32 {
         let csum = !(sum as u16);
         *p.add(IP_CSUM) = (csum >> 8) as u8;
         *p.add(IP_CSUM + 1) = csum as u8;
+    }
+    xdp_action::XDP_TX
+}
+
+/// [`GEN_SPOOF_V6`]: source `2001:db8:CPU::k` (`k` truncated to 32 bits),
+/// so every CPU writes its own disjoint range and, with `flows` 0, every
+/// frame has a source address never sent before. IPv6 has no header
+/// checksum; the UDP checksum is left stale (the receiver's stack drops
+/// the frames at L2 anyway: they are not addressed to its MAC).
+#[inline(always)]
+fn gen_v6(ctx: &XdpContext, flows: u64) -> u32 {
+    let start = ctx.data();
+    if start + HEADERS6 > ctx.data_end() {
+        return xdp_action::XDP_ABORTED;
+    }
+    let p = start as *mut u8;
+    // SAFETY: all offsets are below HEADERS6, checked against data_end.
+    unsafe {
+        if *p.add(12) != ETH_P_IPV6[0]
+            || *p.add(13) != ETH_P_IPV6[1]
+            || *p.add(IP6_NEXT) != IPPROTO_UDP
+        {
+            return xdp_action::XDP_ABORTED;
+        }
+    }
+    let k = next_flow(BENCH_SEQ_GEN, flows) as u32;
+    // SAFETY: no preconditions.
+    let cpu = unsafe { bpf_get_smp_processor_id() } as u16;
+    let mut src = [0u8; 16];
+    src[0] = 0x20;
+    src[1] = 0x01;
+    src[2] = 0x0d;
+    src[3] = 0xb8;
+    src[4] = (cpu >> 8) as u8;
+    src[5] = cpu as u8;
+    src[12] = (k >> 24) as u8;
+    src[13] = (k >> 16) as u8;
+    src[14] = (k >> 8) as u8;
+    src[15] = k as u8;
+    for (i, b) in src.iter().enumerate() {
+        // SAFETY: IP6_SRC + 15 < HEADERS6, checked above.
+        unsafe { *p.add(IP6_SRC + i) = *b };
     }
     xdp_action::XDP_TX
 }

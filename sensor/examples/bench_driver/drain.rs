@@ -54,6 +54,7 @@ pub fn run(mode: &Mode, report: &mut Report) -> Result<()> {
         o.config(BenchConfig {
             prog_flows: 0,
             gen_flows: 0,
+            ..BenchConfig::default()
         })?;
         let mut key_ms = Vec::new();
         let mut stored = Vec::new();

@@ -13,7 +13,8 @@ use anyhow::Result;
 use aya::programs::{xdp::XdpLinkId, XdpMode};
 use sensor::loader::ifindex;
 use sensor_common::{
-    BenchConfig, Direction, DEFAULT_FLOW_MAP_ENTRIES, PROG_XDP_BENCH_GEN, PROG_XDP_STUB,
+    BenchConfig, Direction, DEFAULT_FLOW_MAP_ENTRIES, GEN_SPOOF_V4, PROG_XDP_BENCH_GEN,
+    PROG_XDP_STUB,
 };
 
 use crate::{
@@ -81,6 +82,8 @@ impl Gen {
         obj.config(BenchConfig {
             prog_flows: 0,
             gen_flows: flows,
+            gen_spoof: GEN_SPOOF_V4,
+            _pad: 0,
         })?;
         Ok(Gen {
             obj,

@@ -71,6 +71,7 @@ pub fn run(mode: &Mode, report: &mut Report) -> Result<()> {
         o.config(BenchConfig {
             prog_flows: n,
             gen_flows: 0,
+            ..BenchConfig::default()
         })?;
         // Populate: one run per flow, the counter cycling through 0..n.
         o.run(PROG_XDP_BENCH, &v4, n as u32)?;
@@ -98,6 +99,7 @@ pub fn run(mode: &Mode, report: &mut Report) -> Result<()> {
     o.config(BenchConfig {
         prog_flows: 0,
         gen_flows: 0,
+        ..BenchConfig::default()
     })?;
     let mut drainer = o.sensor.drainer()?;
     let new = samples(runs, || {
@@ -120,6 +122,7 @@ pub fn run(mode: &Mode, report: &mut Report) -> Result<()> {
     o.config(BenchConfig {
         prog_flows: 0,
         gen_flows: 0,
+        ..BenchConfig::default()
     })?;
     o.run(PROG_XDP_BENCH, &v4, cap)?;
     let stub = samples(runs, || o.run(PROG_XDP_STUB, &v4, r))?;

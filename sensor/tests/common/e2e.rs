@@ -144,12 +144,17 @@ impl SensorProc {
     /// --interval 1s EXTRA...` with logs in `dir`, and waits until
     /// `/-/ready` answers 200 (programs attached).
     pub fn start(iface: &str, dir: &TempDir, extra: &[&str]) -> SensorProc {
+        SensorProc::start_every(iface, dir, "1s", extra)
+    }
+
+    /// [`SensorProc::start`] with `--interval INTERVAL`.
+    pub fn start_every(iface: &str, dir: &TempDir, interval: &str, extra: &[&str]) -> SensorProc {
         let listen = format!("127.0.0.1:{}", free_port());
         let log = dir.path("sensor.log");
         let logfile = std::fs::File::create(&log).expect("sensor log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sensor"));
         cmd.args(["run", "--iface", iface, "--listen-address", &listen])
-            .args(["--interval", "1s"])
+            .args(["--interval", interval])
             .args(extra)
             .env("SENSOR_LOG", "info")
             .stdin(Stdio::null())

@@ -327,4 +327,6 @@ pub fn cat(parts: &[&[u8]]) -> Vec<u8> {
 
 pub mod capture;
 pub mod e2e;
+pub mod livegen;
 pub mod netns;
+pub mod scrape;

@@ -231,3 +231,20 @@ impl Drop for VethPair {
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
     }
 }
+
+/// Moves the calling thread into network namespace `ns` (made by `ip netns
+/// add`); the rest of the process stays where it is. For a helper thread
+/// that sends from inside a test's namespace.
+pub fn enter_netns(ns: &str) {
+    use std::os::fd::AsRawFd as _;
+    let f = std::fs::File::open(format!("/run/netns/{ns}"))
+        .unwrap_or_else(|e| panic!("opening /run/netns/{ns}: {e}"));
+    // SAFETY: a valid namespace fd; setns affects only the calling thread.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(
+        rc,
+        0,
+        "setns into {ns}: {}",
+        std::io::Error::last_os_error()
+    );
+}
