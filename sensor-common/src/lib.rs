@@ -178,15 +178,14 @@ const _: () = assert!(core::mem::size_of::<FlowValue>() == 72);
 pub enum Malformed {
     /// Shorter than an Ethernet header, or a VLAN tag is cut off.
     TruncatedEthernet = 0,
-    /// The IP header is cut off.
+    /// The IP header, or an IPv6 extension header, is cut off.
     TruncatedIp = 1,
     /// IPv4 IHL below 5, IP version mismatch, or a length field that
     /// disagrees with the frame.
     BadIpHeader = 2,
     /// The TCP/UDP/SCTP/ICMP header is cut off.
     TruncatedL4 = 3,
-    /// The IPv6 extension header chain is longer than the walk allows, or
-    /// an extension header is cut off.
+    /// The IPv6 extension header chain is longer than the walk allows.
     TooManyExtHeaders = 4,
     /// More VLAN tags than [`MAX_VLAN_TAGS`].
     TooManyVlanTags = 5,

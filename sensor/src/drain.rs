@@ -80,6 +80,8 @@ pub struct Drainer {
     pending: Option<(usize, Vec<u8>)>,
     /// The next drain reads the retired buffer without flipping first.
     skip_flip: bool,
+    /// Entries of the last drain: the next one's first allocation.
+    last_len: usize,
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, DrainError> {
@@ -149,6 +151,7 @@ impl Drainer {
             two_phase: false,
             pending: None,
             skip_flip: false,
+            last_len: 0,
         })
     }
 
@@ -264,7 +267,7 @@ impl Drainer {
         const KEY: usize = std::mem::size_of::<FlowKey>();
         const VALUE: usize = std::mem::size_of::<FlowValue>();
         let ncpus = self.ncpus;
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(self.last_len + self.last_len / 8);
         let fd = self.flows[which].fd().as_fd();
         let two_phase = self.two_phase;
         let mut pending = Vec::new();
@@ -316,6 +319,7 @@ impl Drainer {
         if two_phase {
             self.pending = Some((which, pending));
         }
+        self.last_len = out.len();
         Ok(out)
     }
 
