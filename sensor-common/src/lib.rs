@@ -13,6 +13,7 @@
 //! | [`FlowKey`], [`FlowValue`] in [`MAP_FLOWS_A`] / [`MAP_FLOWS_B`] | programs (per CPU) | agent drain |
 //! | [`Totals`] in [`MAP_TOTALS`] | programs (per CPU) | agent drain |
 //! | [`MAP_IFACE_SLOTS`] (ifindex -> slot) | agent at attach | programs |
+//! | [`MAP_IFACE_INDEX`] (ifindex -> slot, small ifindexes) | agent at attach | programs |
 //! | [`Control`] in [`MAP_CONTROL`] | agent (buffer flip) | programs |
 //!
 //! Layout:
@@ -38,15 +39,21 @@ pub const MAP_FLOWS_B: &str = "FLOWS_B";
 pub const MAP_TOTALS: &str = "TOTALS";
 /// Hash of interface index (u32) -> slot (u32), filled by the agent.
 pub const MAP_IFACE_SLOTS: &str = "IFACE_SLOTS";
+/// Array of slot (u32) indexed by interface index, for indexes below
+/// [`IFACE_INDEX_ENTRIES`]: the programs' fast path (an inlined array
+/// lookup instead of a hash lookup). 0 is [`UNKNOWN_IFACE_SLOT`]; larger
+/// indexes use [`MAP_IFACE_SLOTS`]. The agent writes both.
+pub const MAP_IFACE_INDEX: &str = "IFACE_INDEX";
 /// One-entry array holding [`Control`].
 pub const MAP_CONTROL: &str = "CONTROL";
 
 /// Every map name the object must contain (checked against the built ELF).
-pub const MAP_NAMES: [&str; 5] = [
+pub const MAP_NAMES: [&str; 6] = [
     MAP_FLOWS_A,
     MAP_FLOWS_B,
     MAP_TOTALS,
     MAP_IFACE_SLOTS,
+    MAP_IFACE_INDEX,
     MAP_CONTROL,
 ];
 /// Every program name the object must contain.
@@ -59,6 +66,9 @@ pub const DEFAULT_FLOW_MAP_ENTRIES: u32 = 65_536;
 pub const MAX_IFACE_SLOTS: u32 = 64;
 /// Slot for frames whose interface has no registered slot.
 pub const UNKNOWN_IFACE_SLOT: u32 = 0;
+/// Entries of [`MAP_IFACE_INDEX`]: interface indexes below this are looked
+/// up by array.
+pub const IFACE_INDEX_ENTRIES: u32 = 4096;
 /// Entries in [`MAP_TOTALS`]: one per slot and direction.
 pub const TOTALS_ENTRIES: u32 = MAX_IFACE_SLOTS * 2;
 

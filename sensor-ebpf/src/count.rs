@@ -1,26 +1,33 @@
 //! Counting one frame: exact totals first, then the flow in the active buffer.
 //!
-//! Hot path: one lookup of the interface slot, one of the totals, one of the
-//! flow; an existing flow is updated in place on this CPU's value. Only a new
-//! flow is inserted, and a failed insert is counted as not attributed.
+//! Hot path: one lookup of the interface slot (an array lookup the verifier
+//! inlines, for interface indexes below `IFACE_INDEX_ENTRIES`), one of the
+//! totals, one of the flow; an existing flow is updated in place on this
+//! CPU's value. Only a new flow is inserted, and a failed insert is counted
+//! as not attributed.
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, maps::PerCpuHashMap, EbpfContext,
 };
 use aya_log_ebpf::warn;
-use sensor_common::{tcp_flags, totals_index, Direction, FlowKey, FlowValue, UNKNOWN_IFACE_SLOT};
+use sensor_common::{
+    tcp_flags, totals_index, Direction, FlowKey, FlowValue, IFACE_INDEX_ENTRIES, UNKNOWN_IFACE_SLOT,
+};
 
 use crate::{
-    maps::{CONTROL, FLOWS_A, FLOWS_B, IFACE_SLOTS, TOTALS},
+    maps::{CONTROL, FLOWS_A, FLOWS_B, IFACE_INDEX, IFACE_SLOTS, TOTALS},
     parse::{Parsed, L3},
 };
 
 #[inline(always)]
 pub fn account<C: EbpfContext>(ctx: &C, ifindex: u32, dir: Direction, len: u64, p: &Parsed) {
-    // SAFETY: map values are valid for the program's run.
-    let slot = unsafe { IFACE_SLOTS.get(ifindex) }
-        .copied()
-        .unwrap_or(UNKNOWN_IFACE_SLOT);
+    let slot = if ifindex < IFACE_INDEX_ENTRIES {
+        IFACE_INDEX.get(ifindex).copied()
+    } else {
+        // SAFETY: map values are valid for the program's run.
+        unsafe { IFACE_SLOTS.get(ifindex) }.copied()
+    }
+    .unwrap_or(UNKNOWN_IFACE_SLOT);
     let Some(t) = TOTALS.get_ptr_mut(totals_index(slot, dir as u8)) else {
         return;
     };

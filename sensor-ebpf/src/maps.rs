@@ -6,7 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
 };
 use sensor_common::{
-    Control, FlowKey, FlowValue, Totals, DEFAULT_FLOW_MAP_ENTRIES, MAX_IFACE_SLOTS, TOTALS_ENTRIES,
+    Control, FlowKey, FlowValue, Totals, DEFAULT_FLOW_MAP_ENTRIES, IFACE_INDEX_ENTRIES,
+    MAX_IFACE_SLOTS, TOTALS_ENTRIES,
 };
 
 /// Flow buffer 0. Preallocated: an insert into a map that is not full
@@ -30,6 +31,11 @@ pub static TOTALS: PerCpuArray<Totals> = PerCpuArray::with_max_entries(TOTALS_EN
 /// Interface index -> slot, written by the agent when it attaches.
 #[map(name = "IFACE_SLOTS")]
 pub static IFACE_SLOTS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_IFACE_SLOTS, 0);
+
+/// Interface index -> slot for small indexes (the fast path of
+/// `IFACE_SLOTS`), written by the agent when it attaches.
+#[map(name = "IFACE_INDEX")]
+pub static IFACE_INDEX: Array<u32> = Array::with_max_entries(IFACE_INDEX_ENTRIES, 0);
 
 /// Which flow buffer is active.
 #[map(name = "CONTROL")]

@@ -109,7 +109,12 @@ pub fn load_options(config: &Config) -> LoadOptions {
 /// programs without attaching them, then unload.
 pub async fn check(config: Config) -> Result<(), AgentError> {
     http::WebConfig::load_opt(config.web_config_file.as_deref())?;
-    let sensor = Sensor::load(&load_options(&config)).map_err(AgentError::Load)?;
+    // Verify only: no pins are created or reused.
+    let opts = LoadOptions {
+        pin_path: None,
+        ..load_options(&config)
+    };
+    let sensor = Sensor::load(&opts).map_err(AgentError::Load)?;
     info!(
         flow_map_entries = sensor.flow_map_entries(),
         "configuration valid; programs loaded and verified (not attached)"

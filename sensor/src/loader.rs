@@ -23,7 +23,7 @@ use std::{
 };
 
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData, MapInfo, MapType},
+    maps::{Array, HashMap as BpfHashMap, MapData, MapInfo, MapType},
     programs::{
         links::{FdLink, PinnedLink},
         tc::{self, SchedClassifierLink, SchedClassifierLinkId, TcAttachType},
@@ -33,8 +33,9 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
 };
 use sensor_common::{
-    Control, FlowKey, FlowValue, Totals, MAP_CONTROL, MAP_FLOWS_A, MAP_FLOWS_B, MAP_IFACE_SLOTS,
-    MAP_NAMES, MAP_TOTALS, MAX_IFACE_SLOTS, PROG_TC, PROG_XDP,
+    Control, FlowKey, FlowValue, Totals, IFACE_INDEX_ENTRIES, MAP_CONTROL, MAP_FLOWS_A,
+    MAP_FLOWS_B, MAP_IFACE_INDEX, MAP_IFACE_SLOTS, MAP_NAMES, MAP_TOTALS, MAX_IFACE_SLOTS, PROG_TC,
+    PROG_XDP,
 };
 use tracing::{debug, info, warn};
 
@@ -210,6 +211,8 @@ pub struct Sensor {
     /// Persistent mode's pin directory.
     pins: Option<PathBuf>,
     slots_map: BpfHashMap<MapData, u32, u32>,
+    /// The array fast path of `slots_map` for small interface indexes.
+    index_map: Array<MapData, u32>,
     slots: SlotTable,
     attachments: Vec<Attachment>,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
@@ -329,6 +332,14 @@ impl Sensor {
             persistent = opts.pin_path.is_some(),
             "programs loaded and verified"
         );
+        let index_map = ebpf.take_map(MAP_IFACE_INDEX).ok_or(LoadError::Missing {
+            what: "map",
+            name: MAP_IFACE_INDEX,
+        })?;
+        let mut index_map = Array::try_from(index_map).map_err(|source| LoadError::Map {
+            map: MAP_IFACE_INDEX,
+            source,
+        })?;
         let mut slots = BTreeMap::new();
         if opts.pin_path.is_some() {
             // Slots of interfaces attached before the restart keep their
@@ -341,6 +352,9 @@ impl Sensor {
                     }
                     None => {
                         let _ = slots_map.remove(&ifindex);
+                        if ifindex < IFACE_INDEX_ENTRIES {
+                            let _ = index_map.set(ifindex, 0, 0);
+                        }
                     }
                 }
             }
@@ -350,6 +364,7 @@ impl Sensor {
             pins: opts.pin_path.clone(),
             opts,
             slots_map,
+            index_map,
             slots: Arc::new(Mutex::new(slots)),
             attachments: Vec::new(),
             logger,
@@ -577,6 +592,9 @@ impl Sensor {
             .map(|(s, (i, _))| (*s, *i));
         if let Some((_, old)) = existing.filter(|(_, old)| *old != ifindex) {
             let _ = self.slots_map.remove(&old);
+            if old < IFACE_INDEX_ENTRIES {
+                let _ = self.index_map.set(old, 0, 0);
+            }
         }
         let slot = match existing {
             Some((s, _)) => s,
@@ -592,6 +610,14 @@ impl Sensor {
                 map: MAP_IFACE_SLOTS,
                 source,
             })?;
+        if ifindex < IFACE_INDEX_ENTRIES {
+            self.index_map
+                .set(ifindex, slot, 0)
+                .map_err(|source| LoadError::Map {
+                    map: MAP_IFACE_INDEX,
+                    source,
+                })?;
+        }
         slots.insert(slot, (ifindex, iface.to_string()));
         Ok(slot)
     }
@@ -790,7 +816,7 @@ fn prepare_pins(dir: &Path) -> Result<Option<u32>, LoadError> {
     }
     let key = std::mem::size_of::<FlowKey>() as u32;
     let value = std::mem::size_of::<FlowValue>() as u32;
-    let shapes: [(&str, MapType, u32, u32, Option<u32>); 5] = [
+    let shapes: [(&str, MapType, u32, u32, Option<u32>); 6] = [
         (MAP_FLOWS_A, MapType::PerCpuHash, key, value, None),
         (MAP_FLOWS_B, MapType::PerCpuHash, key, value, None),
         (
@@ -801,6 +827,13 @@ fn prepare_pins(dir: &Path) -> Result<Option<u32>, LoadError> {
             Some(MAX_IFACE_SLOTS * 2),
         ),
         (MAP_IFACE_SLOTS, MapType::Hash, 4, 4, None),
+        (
+            MAP_IFACE_INDEX,
+            MapType::Array,
+            4,
+            4,
+            Some(IFACE_INDEX_ENTRIES),
+        ),
         (
             MAP_CONTROL,
             MapType::Array,

@@ -4,9 +4,9 @@
 
 use aya_obj::{Object, ProgramSection};
 use sensor_common::{
-    Control, FlowKey, FlowValue, Totals, DEFAULT_FLOW_MAP_ENTRIES, MAP_CONTROL, MAP_FLOWS_A,
-    MAP_FLOWS_B, MAP_IFACE_SLOTS, MAP_NAMES, MAP_TOTALS, PROG_NAMES, PROG_TC, PROG_XDP,
-    PROG_XDP_STUB, TOTALS_ENTRIES,
+    Control, FlowKey, FlowValue, Totals, DEFAULT_FLOW_MAP_ENTRIES, IFACE_INDEX_ENTRIES,
+    MAP_CONTROL, MAP_FLOWS_A, MAP_FLOWS_B, MAP_IFACE_INDEX, MAP_IFACE_SLOTS, MAP_NAMES, MAP_TOTALS,
+    PROG_NAMES, PROG_TC, PROG_XDP, PROG_XDP_STUB, TOTALS_ENTRIES,
 };
 
 fn object() -> Object {
@@ -87,6 +87,11 @@ fn map_layouts_match_the_contract() {
     assert_eq!(t.max_entries(), TOTALS_ENTRIES);
     let s = m(MAP_IFACE_SLOTS);
     assert_eq!((s.map_type(), s.key_size(), s.value_size()), (HASH, 4, 4));
+    let x = m(MAP_IFACE_INDEX);
+    assert_eq!(
+        (x.map_type(), x.value_size(), x.max_entries()),
+        (ARRAY, 4, IFACE_INDEX_ENTRIES)
+    );
     let c = m(MAP_CONTROL);
     assert_eq!(c.map_type(), ARRAY);
     assert_eq!(

@@ -745,3 +745,82 @@ fn continuous_drains_lose_nothing_under_concurrent_traffic() {
     let last = ivs.last().expect("intervals");
     assert_eq!(totals(last, Direction::Ingress).packets, sent);
 }
+
+/// Interface indexes past the array fast path (`IFACE_INDEX_ENTRIES`) are
+/// looked up in the hash map: a frame on a device with index 5000 counts
+/// under that interface's slot, not as unknown.
+#[test]
+fn large_interface_indexes_use_the_hash_lookup() {
+    use aya::programs::{TestRun, TestRunOptions, Xdp};
+    const BIG: u32 = 5000;
+    const { assert!(BIG >= sensor_common::IFACE_INDEX_ENTRIES) };
+    let name = format!("st-{}big", std::process::id() % 100_000);
+    let _ = std::process::Command::new("ip")
+        .args(["link", "del", &name])
+        .output();
+    let out = std::process::Command::new("ip")
+        .args(["link", "add", "name", &name, "index", &BIG.to_string()])
+        .args(["type", "veth", "peer", "name", &format!("{name}p")])
+        .output()
+        .expect("ip link add");
+    assert!(
+        out.status.success(),
+        "creating a device with index {BIG}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    struct Del(String);
+    impl Drop for Del {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", &self.0])
+                .output();
+        }
+    }
+    let _del = Del(name.clone());
+
+    let mut h = Harness::new(4096);
+    h.sensor.register_slot(BIG, &name).expect("slot");
+    let frame = cat(&[&eth(0x0800), &ipv4(UDP, 8), &udp(1, 2, 0)]);
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, ...
+    let mut ctx = [0u8; 24];
+    ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+    ctx[12..16].copy_from_slice(&BIG.to_ne_bytes());
+    let prog: &mut Xdp = h
+        .sensor
+        .ebpf_mut()
+        .program_mut(sensor_common::PROG_XDP)
+        .expect("xdp")
+        .try_into()
+        .expect("xdp type");
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(&frame),
+            ctx_in: Some(&ctx),
+            repeat: 3,
+            ..TestRunOptions::default()
+        })
+        .expect("test run on the large-index device");
+    assert_eq!(r.return_value, XDP_PASS);
+    let iv = h.drain();
+    let on = |iface: &str| -> u64 {
+        iv.totals
+            .iter()
+            .filter(|t| t.iface == iface && t.direction == Direction::Ingress)
+            .map(|t| t.totals.packets)
+            .sum()
+    };
+    assert_eq!(
+        on(&name),
+        3,
+        "counted under the device's slot: {:?}",
+        iv.totals
+    );
+    assert_eq!(on("lo"), 0);
+    assert_eq!(
+        iv.flows
+            .iter()
+            .map(|f| (f.key.ifindex, f.value.packets))
+            .collect::<Vec<_>>(),
+        vec![(BIG, 3)]
+    );
+}
