@@ -61,10 +61,12 @@ pub fn sensor_xdp_bench(ctx: XdpContext) -> u32 {
     let flows = BENCH_CFG.get(0).map(|c| c.prog_flows).unwrap_or(0);
     let k = next_flow(BENCH_SEQ_PROG, flows);
     // Up to 2^25 distinct keys, all inside 198.18.0.0/15.
-    parsed.src[12] = 198;
-    parsed.src[13] = 18 | ((k >> 24) & 1) as u8;
-    parsed.src[14] = (k >> 16) as u8;
-    parsed.src[15] = (k >> 8) as u8;
+    parsed.src[3] = u32::from_ne_bytes([
+        198,
+        18 | ((k >> 24) & 1) as u8,
+        (k >> 16) as u8,
+        (k >> 8) as u8,
+    ]);
     parsed.src_port = 1024 + (k & 0xff) as u16;
     count::account(
         &ctx,

@@ -62,8 +62,8 @@ pub fn account<C: EbpfContext>(ctx: &C, ifindex: u32, dir: Direction, len: u64, 
         *c += 1;
     }
     let key = FlowKey {
-        src_addr: p.src,
-        dst_addr: p.dst,
+        src_addr: bytes(p.src),
+        dst_addr: bytes(p.dst),
         ifindex,
         vlan_id: p.vlan_id,
         src_port: p.src_port,
@@ -94,6 +94,13 @@ pub fn account<C: EbpfContext>(ctx: &C, ifindex: u32, dir: Direction, len: u64, 
     }
 }
 
+/// An address held as words (see `Parsed::src`) as its 16 bytes.
+#[inline(always)]
+fn bytes(w: [u32; 4]) -> [u8; 16] {
+    // SAFETY: same size, and every bit pattern is a valid [u8; 16].
+    unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(w) }
+}
+
 /// Adds the frame to its flow; false when the flow could not be stored.
 #[inline(always)]
 fn flow(map: &PerCpuHashMap<FlowKey, FlowValue>, key: &FlowKey, len: u64, flags: u8) -> bool {
@@ -104,11 +111,23 @@ fn flow(map: &PerCpuHashMap<FlowKey, FlowValue>, key: &FlowKey, len: u64, flags:
         add(unsafe { &mut *v }, now, len, flags);
         return true;
     }
-    let mut v = FlowValue {
+    // Every field computed from the frame: a value built from
+    // `FlowValue::default()` made LLVM zero it with a byte-loop `memset`.
+    let f = flags as u32;
+    let syn = f & tcp_flags::SYN != 0;
+    let ack = f & tcp_flags::ACK != 0;
+    let v = FlowValue {
+        packets: 1,
+        bytes: len,
         first_seen_ns: now,
-        ..FlowValue::default()
+        last_seen_ns: now,
+        syn: u64::from(syn && !ack),
+        syn_ack: u64::from(syn && ack),
+        fin: u64::from(f & tcp_flags::FIN != 0),
+        rst: u64::from(f & tcp_flags::RST != 0),
+        tcp_flags: f,
+        _pad: 0,
     };
-    add(&mut v, now, len, flags);
     if map.insert(key, v, BPF_NOEXIST as u64).is_ok() {
         return true;
     }
