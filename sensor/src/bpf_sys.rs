@@ -1,8 +1,10 @@
 //! A small safe wrapper over the `bpf(2)` calls aya 0.14 lacks.
 //!
 //! - [`lookup_and_delete_batch`]: `BPF_MAP_LOOKUP_AND_DELETE_BATCH` (kernel
-//!   5.6+), which reads a hash map in bulk at ~100 ns per entry instead of
-//!   ~1-3 us with `get_next_key` + lookup per key.
+//!   5.6+), which reads a per-CPU hash map in bulk at about 0.5 us per entry
+//!   on the 2-vCPU machines measured here, against 3.5-4.5 us with
+//!   `get_next_key` + lookup + delete per key; [`lookup_and_delete_batch_range`]
+//!   reads a range of buckets, so threads can share one map.
 //! - [`lookup_batch`] and [`delete_batch`]: `BPF_MAP_LOOKUP_BATCH` and
 //!   `BPF_MAP_DELETE_BATCH`, for persistent mode's two-phase drain (read,
 //!   journal, then delete).
@@ -154,6 +156,31 @@ pub fn lookup_and_delete_batch(
         key_size,
         value_size,
         batch,
+        0..u32::MAX,
+        sink,
+    )
+}
+
+/// [`lookup_and_delete_batch`] over the buckets `buckets` of a hash map
+/// only (a batch may run a few buckets past the end). Disjoint ranges can
+/// be read by concurrent threads: the kernel reads and deletes a bucket's
+/// entries under its lock, so an entry is read by whichever thread reaches
+/// its bucket first, and only once.
+pub fn lookup_and_delete_batch_range(
+    map: BorrowedFd<'_>,
+    key_size: usize,
+    value_size: usize,
+    batch: u32,
+    buckets: std::ops::Range<u32>,
+    sink: impl FnMut(&[u8], &[u8]),
+) -> io::Result<u64> {
+    read_batches(
+        BPF_MAP_LOOKUP_AND_DELETE_BATCH,
+        map,
+        key_size,
+        value_size,
+        batch,
+        buckets,
         sink,
     )
 }
@@ -167,7 +194,15 @@ pub fn lookup_batch(
     batch: u32,
     sink: impl FnMut(&[u8], &[u8]),
 ) -> io::Result<u64> {
-    read_batches(BPF_MAP_LOOKUP_BATCH, map, key_size, value_size, batch, sink)
+    read_batches(
+        BPF_MAP_LOOKUP_BATCH,
+        map,
+        key_size,
+        value_size,
+        batch,
+        0..u32::MAX,
+        sink,
+    )
 }
 
 /// Deletes the keys packed in `keys` (each `key_size` bytes). Keys already
@@ -232,14 +267,16 @@ fn read_batches(
     key_size: usize,
     value_size: usize,
     batch: u32,
+    buckets: std::ops::Range<u32>,
     mut sink: impl FnMut(&[u8], &[u8]),
 ) -> io::Result<u64> {
     let mut batch = batch.max(1);
     let mut keys = vec![0u8; key_size * batch as usize];
     let mut values = vec![0u8; value_size * batch as usize];
-    let mut in_token = [0u64; 1];
+    // The hash map's cursor is the next bucket index (a u32).
+    let mut in_token = [u64::from(buckets.start)];
     let mut out_token = [0u64; 1];
-    let mut first = true;
+    let mut first = buckets.start == 0;
     let mut total = 0u64;
     loop {
         let mut a = Attr::new();
@@ -272,7 +309,7 @@ fn read_batches(
             sink(&keys[..n * key_size], &values[..n * value_size]);
             total += n as u64;
         }
-        if done {
+        if done || out_token[0] >= u64::from(buckets.end) {
             return Ok(total);
         }
         in_token = out_token;

@@ -6,7 +6,8 @@
 //! 2. waits on an [`RcuBarrier`]: every program run that could still have read
 //!    the old flag has finished, so the retired buffer is frozen;
 //! 3. reads and deletes every entry of the retired buffer with
-//!    `BPF_MAP_LOOKUP_AND_DELETE_BATCH`, summing the per-CPU slots;
+//!    `BPF_MAP_LOOKUP_AND_DELETE_BATCH`, summing the per-CPU slots (large
+//!    buffers: several threads over disjoint bucket ranges);
 //! 4. reads the cumulative per-interface totals.
 //!
 //! No increment can be lost: an increment lands either in the retired
@@ -22,7 +23,7 @@
 //! buffer without flipping when it was not.
 
 use std::{
-    os::fd::{AsFd, BorrowedFd},
+    os::fd::AsFd,
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -93,6 +94,46 @@ fn map_data(map: aya::maps::Map, name: &'static str) -> Result<MapData, DrainErr
     match map {
         Map::PerCpuHashMap(m) => Ok(m),
         _ => Err(DrainError::MissingMap(name)),
+    }
+}
+
+/// Buffers with at least this many hash buckets are read by several
+/// threads at once.
+const PARALLEL_MIN_BUCKETS: u32 = 1 << 16;
+/// Most threads one drain uses.
+const MAX_DRAIN_THREADS: u32 = 4;
+
+/// Threads for reading a buffer of `buckets` buckets: up to one per CPU
+/// (at most [`MAX_DRAIN_THREADS`]) for large buffers, else one. The
+/// kernel's batch read costs about 0.5 us per entry here (a copy to user
+/// memory per bucket), so a 1M-flow buffer takes over half a second on one
+/// thread.
+fn drain_threads(buckets: u32) -> u32 {
+    if buckets < PARALLEL_MIN_BUCKETS {
+        return 1;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    cpus.clamp(1, MAX_DRAIN_THREADS)
+}
+
+/// Adds a batch of entries (keys and every CPU's value) to `out`, summed
+/// over CPUs; entries without packets are left out.
+fn push_entries(keys: &[u8], values: &[u8], value_bytes: usize, out: &mut Vec<FlowDelta>) {
+    const KEY: usize = std::mem::size_of::<FlowKey>();
+    const VALUE: usize = std::mem::size_of::<FlowValue>();
+    for (k, v) in keys.chunks_exact(KEY).zip(values.chunks_exact(value_bytes)) {
+        // SAFETY: FlowKey is Pod and the chunk holds exactly its bytes;
+        // read_unaligned makes no alignment assumption.
+        let key: FlowKey = unsafe { std::ptr::read_unaligned(k.as_ptr().cast()) };
+        let mut value = FlowValue::default();
+        for cpu in v.chunks_exact(VALUE) {
+            // SAFETY: as above, for one CPU's FlowValue.
+            let cv: FlowValue = unsafe { std::ptr::read_unaligned(cpu.as_ptr().cast()) };
+            merge_value(&mut value, &cv);
+        }
+        if value.packets > 0 {
+            out.push(FlowDelta { key, value });
+        }
     }
 }
 
@@ -265,60 +306,77 @@ impl Drainer {
 
     fn read_flows(&mut self, which: usize) -> Result<Vec<FlowDelta>, DrainError> {
         const KEY: usize = std::mem::size_of::<FlowKey>();
-        const VALUE: usize = std::mem::size_of::<FlowValue>();
-        let ncpus = self.ncpus;
-        let mut out = Vec::with_capacity(self.last_len + self.last_len / 8);
+        let value_bytes = std::mem::size_of::<FlowValue>() * self.ncpus;
         let fd = self.flows[which].fd().as_fd();
-        let two_phase = self.two_phase;
-        let mut pending = Vec::new();
-        type Read = fn(
-            BorrowedFd<'_>,
-            usize,
-            usize,
-            u32,
-            &mut dyn FnMut(&[u8], &[u8]),
-        ) -> std::io::Result<u64>;
-        let read: Read = if two_phase {
-            |fd, k, v, b, sink| bpf_sys::lookup_batch(fd, k, v, b, sink)
-        } else {
-            |fd, k, v, b, sink| bpf_sys::lookup_and_delete_batch(fd, k, v, b, sink)
-        };
-        read(
-            fd,
-            KEY,
-            VALUE * ncpus,
-            BATCH,
-            &mut |keys: &[u8], values: &[u8]| {
-                if two_phase {
-                    pending.extend_from_slice(keys);
-                }
-                for (k, v) in keys
-                    .chunks_exact(KEY)
-                    .zip(values.chunks_exact(VALUE * ncpus))
-                {
-                    // SAFETY: FlowKey is Pod and the chunk holds exactly its bytes;
-                    // read_unaligned makes no alignment assumption.
-                    let key: FlowKey = unsafe { std::ptr::read_unaligned(k.as_ptr().cast()) };
-                    let mut value = FlowValue::default();
-                    for cpu in v.chunks_exact(VALUE) {
-                        // SAFETY: as above, for one CPU's FlowValue.
-                        let cv: FlowValue =
-                            unsafe { std::ptr::read_unaligned(cpu.as_ptr().cast()) };
-                        merge_value(&mut value, &cv);
-                    }
-                    if value.packets > 0 {
-                        out.push(FlowDelta { key, value });
-                    }
-                }
-            },
-        )
-        .map_err(|source| DrainError::Sys {
+        let err = |source| DrainError::Sys {
             what: "reading the retired flow buffer (BPF_MAP_LOOKUP[_AND_DELETE]_BATCH)",
             source,
-        })?;
-        if two_phase {
+        };
+        let cap = self.last_len + self.last_len / 8;
+        let out = if self.two_phase {
+            // Persistent mode: read now, delete after the journal frame.
+            let mut out = Vec::with_capacity(cap);
+            let mut pending = Vec::new();
+            bpf_sys::lookup_batch(fd, KEY, value_bytes, BATCH, |ks, vs| {
+                pending.extend_from_slice(ks);
+                push_entries(ks, vs, value_bytes, &mut out);
+            })
+            .map_err(err)?;
             self.pending = Some((which, pending));
-        }
+            out
+        } else {
+            let buckets = self.capacity.max(1).next_power_of_two();
+            let threads = drain_threads(buckets);
+            if threads <= 1 {
+                let mut out = Vec::with_capacity(cap);
+                bpf_sys::lookup_and_delete_batch(fd, KEY, value_bytes, BATCH, |ks, vs| {
+                    push_entries(ks, vs, value_bytes, &mut out)
+                })
+                .map_err(err)?;
+                out
+            } else {
+                // Disjoint bucket ranges, one thread each (see
+                // `bpf_sys::lookup_and_delete_batch_range`).
+                let step = buckets / threads;
+                let parts: Vec<std::io::Result<Vec<FlowDelta>>> = std::thread::scope(|scope| {
+                    let handles: Vec<_> = (0..threads)
+                        .map(|i| {
+                            let start = i * step;
+                            let end = if i + 1 == threads {
+                                u32::MAX
+                            } else {
+                                start + step
+                            };
+                            scope.spawn(move || {
+                                let mut out = Vec::with_capacity(cap / threads as usize);
+                                bpf_sys::lookup_and_delete_batch_range(
+                                    fd,
+                                    KEY,
+                                    value_bytes,
+                                    BATCH,
+                                    start..end,
+                                    |ks, vs| push_entries(ks, vs, value_bytes, &mut out),
+                                )
+                                .map(|_| out)
+                            })
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| {
+                            h.join().unwrap_or_else(|_| {
+                                Err(std::io::Error::other("a drain thread panicked"))
+                            })
+                        })
+                        .collect()
+                });
+                let mut out = Vec::with_capacity(cap);
+                for part in parts {
+                    out.extend(part.map_err(err)?);
+                }
+                out
+            }
+        };
         self.last_len = out.len();
         Ok(out)
     }
