@@ -224,6 +224,7 @@ fn memory_stays_within_max_flows() {
         t.slots.len()
     );
     assert_eq!(t.by_last_seen.len(), 100);
+    assert!(t.by_window_start.len() <= 100);
     assert_eq!(t.stats().evictions, 900);
     assert_eq!(emitted, 900, "every eviction is reported");
 }
