@@ -464,3 +464,46 @@ fn every_crash_point_of_a_drain_resumes_exactly_once() {
         );
     }
 }
+
+/// A pin directory outside bpffs, and pinned maps of another shape (an
+/// incompatible sensor version), are refused with errors that say what to
+/// do.
+#[test]
+fn bad_pin_directories_are_refused_with_a_clear_error() {
+    let opts = |dir: PathBuf| LoadOptions {
+        flow_map_entries: 4096,
+        xdp_mode: XdpModeSetting::Auto,
+        pin_path: Some(dir),
+    };
+    let tmp = TempDir::new("notbpffs");
+    let err = Sensor::load(&opts(tmp.path("pins")))
+        .err()
+        .expect("a directory outside bpffs is refused")
+        .to_string();
+    assert!(err.contains("not on a bpffs mount"), "{err}");
+
+    let pins = PinDir::new("incompatible");
+    std::fs::create_dir_all(&pins.0).expect("mkdir on bpffs");
+    let control = pins.0.join("CONTROL");
+    let out = Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(&control)
+        .args([
+            "type", "array", "key", "4", "value", "4", "entries", "1", "name", "CONTROL",
+        ])
+        .output()
+        .expect("bpftool map create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = Sensor::load(&opts(pins.0.clone()))
+        .err()
+        .expect("a pinned map of another shape is refused")
+        .to_string();
+    assert!(
+        err.contains("incompatible sensor version") && err.contains("CONTROL"),
+        "{err}"
+    );
+}
