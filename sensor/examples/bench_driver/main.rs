@@ -10,6 +10,8 @@
 //! - `sys`: pinning, CPU time, memory, BPF stats;
 //! - `obj`: a loaded object with the bench programs, test frames;
 //! - `progcost` (1), `live` (2), `tools` (3), `drain` (4), `exporter` (5);
+//! - `rivals`: section 3's subjects (the sensor, tcpdump, flow tools);
+//! - `wholecpu`: whole-machine busy CPU time and other work's share;
 //! - `agent`: the real agent as a child process and its endpoint;
 //! - `render`: BENCHMARKS.md.
 
@@ -20,9 +22,11 @@ mod live;
 mod obj;
 mod progcost;
 mod render;
+mod rivals;
 mod stats;
 mod sys;
 mod tools;
+mod wholecpu;
 
 use std::{path::PathBuf, time::Duration};
 

@@ -36,8 +36,26 @@ fn ticks() -> f64 {
     (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
 }
 
-/// utime + stime of a process and its threads, in seconds.
+/// CPU time of a process (all its threads), in seconds: the scheduler's
+/// run time from /proc/PID/task/*/schedstat (ns), else utime + stime
+/// (clock ticks).
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let mut ns = 0u64;
+    let mut any = false;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Some(run) = std::fs::read_to_string(t.path().join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            {
+                ns += run;
+                any = true;
+            }
+        }
+    }
+    if any {
+        return Some(ns as f64 / 1e9);
+    }
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &s[s.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
@@ -47,26 +65,61 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / ticks())
 }
 
-/// Sum of [`cpu_seconds`] over every process whose process group is `pgid`.
-pub fn group_cpu_seconds(pgid: u32) -> f64 {
-    let mut total = 0.0;
+/// Sum of [`cpu_seconds`] over process `pid`, the processes of its process
+/// group and all their descendants (workers that change group or are
+/// re-parented after their parent's exit are still found by group or by
+/// ancestry while it lives).
+pub fn tree_cpu_seconds(pid: u32) -> f64 {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return 0.0;
     };
+    // pid -> (ppid, pgid)
+    let mut procs = std::collections::HashMap::new();
     for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        let Ok(s) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
             continue;
         };
         let Some(close) = s.rfind(')') else { continue };
         let f: Vec<&str> = s[close + 2..].split_whitespace().collect();
-        if f.get(2).and_then(|v| v.parse::<u32>().ok()) == Some(pgid) {
-            total += cpu_seconds(pid).unwrap_or(0.0);
-        }
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0);
+        procs.insert(p, (num(1), num(2)));
     }
-    total
+    let ours = |mut p: u32| {
+        for _ in 0..64 {
+            let Some(&(ppid, pgid)) = procs.get(&p) else {
+                return false;
+            };
+            if p == pid || pgid == pid {
+                return true;
+            }
+            if ppid <= 1 {
+                return false;
+            }
+            p = ppid;
+        }
+        false
+    };
+    procs
+        .keys()
+        .filter(|&&p| ours(p))
+        .map(|&p| cpu_seconds(p).unwrap_or(0.0))
+        .sum()
+}
+
+/// Sets the calling thread's nice value (children inherit it); returns the old one.
+pub fn set_nice(nice: i32) -> Result<i32> {
+    // SAFETY: getpriority/setpriority on the calling thread (who = 0).
+    unsafe {
+        *libc::__errno_location() = 0;
+        let old = libc::getpriority(libc::PRIO_PROCESS, 0);
+        if libc::setpriority(libc::PRIO_PROCESS, 0, nice) != 0 {
+            bail!("setpriority({nice}): {}", std::io::Error::last_os_error());
+        }
+        Ok(old)
+    }
 }
 
 /// A field of /proc/PID/status in KiB (VmRSS, VmHWM).
