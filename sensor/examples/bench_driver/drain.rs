@@ -148,6 +148,7 @@ fn interference(mode: &Mode, report: &mut Report) -> Result<()> {
     let drains = AtomicU64::new(0);
     for _ in 0..mode.runs {
         let mut g = Gen::new(&veth, flows)?;
+        g.hold_in_dispatcher()?;
         without.push(g.flat_out(mode.live_secs)?);
         drainer.drain()?;
         let stop = AtomicBool::new(false);

@@ -42,6 +42,7 @@ pub fn run(mode: &Mode, agent_bin: &Path, report: &mut Report) -> Result<()> {
                 ],
             )?;
             let mut g = Gen::new(&veth, n)?;
+            g.hold_in_dispatcher()?;
             // Every flow seen at least twice, spread over a few intervals.
             let rate = 400_000u64;
             let secs = ((2 * n) as f64 / rate as f64).max(3.0);

@@ -220,12 +220,14 @@ pub fn run(mode: &Mode, report: &mut Report) -> Result<()> {
         {
             let _stub = StubAttached::new(&veth.recv)?;
             let mut g = Gen::new(&veth, flows)?;
+            g.hold_in_dispatcher()?;
             stub_rates.push(g.flat_out(dur)?);
         }
         let mut o = Obj::load(DEFAULT_FLOW_MAP_ENTRIES * 2)?;
         o.sensor.attach(&veth.recv)?;
         let mut drainer = o.sensor.drainer()?;
         let mut g = Gen::new(&veth, flows)?;
+        g.hold_in_dispatcher()?;
         sensor_rates.push(g.flat_out(dur)?);
         o.sensor.detach_all();
         let counted = ingress_packets(&drainer.drain()?, &veth.recv);
