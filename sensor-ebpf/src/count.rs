@@ -101,6 +101,9 @@ fn bytes(w: [u32; 4]) -> [u8; 16] {
     unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(w) }
 }
 
+/// `EEXIST`, as the map helpers return it negated.
+const EEXIST: i32 = 17;
+
 /// Adds the frame to its flow; false when the flow could not be stored.
 #[inline(always)]
 fn flow(map: &PerCpuHashMap<FlowKey, FlowValue>, key: &FlowKey, len: u64, flags: u8) -> bool {
@@ -128,11 +131,15 @@ fn flow(map: &PerCpuHashMap<FlowKey, FlowValue>, key: &FlowKey, len: u64, flags:
         tcp_flags: f,
         _pad: 0,
     };
-    if map.insert(key, v, BPF_NOEXIST as u64).is_ok() {
-        return true;
+    match map.insert(key, v, BPF_NOEXIST as u64) {
+        Ok(()) => return true,
+        // Another CPU inserted the same flow between our lookup and insert:
+        // count into this CPU's slot of that entry (below).
+        Err(e) if e == -EEXIST => {}
+        // The map is full (E2BIG): not attributed, without a second
+        // lookup, which keeps the flood path cheap.
+        Err(_) => return false,
     }
-    // Another CPU may have inserted the same flow between our lookup and
-    // insert: count into this CPU's slot of that entry.
     match map.get_ptr_mut(key) {
         Some(e) => {
             // SAFETY: as above.
