@@ -47,7 +47,7 @@ pub fn run(mode: &Mode, agent_bin: &Path, report: &mut Report) -> Result<()> {
             let rate = 400_000u64;
             let secs = ((2 * n) as f64 / rate as f64).max(3.0);
             g.paced(rate, Duration::from_secs_f64(secs))?;
-            std::thread::sleep(Duration::from_millis(2500));
+            settle(agent.port)?;
             let mut lat = Vec::new();
             let mut size = 0usize;
             for _ in 0..mode.scrapes {
@@ -113,4 +113,33 @@ pub fn run(mode: &Mode, agent_bin: &Path, report: &mut Report) -> Result<()> {
         },
     );
     Ok(())
+}
+
+/// Waits until the agent has drained and processed everything sent: the
+/// table size (`sensor_flow_table_flows`) is the same in two scrapes 1.5 s
+/// apart (at least one empty interval in between), at most 60 s. Memory is
+/// then the steady state with the flows held, not a mid-interval sample.
+fn settle(port: u16) -> Result<()> {
+    let flows = |port| -> Result<Option<f64>> {
+        let (_, body, _) = get(port, "/metrics")?;
+        Ok(body.lines().find_map(|l| {
+            l.strip_prefix("sensor_flow_table_flows ")?
+                .trim()
+                .parse()
+                .ok()
+        }))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut last = flows(port)?;
+    loop {
+        std::thread::sleep(Duration::from_millis(1500));
+        let now = flows(port)?;
+        if now.is_some() && now == last {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!("the agent's flow table did not settle within 60 s ({now:?})");
+        }
+        last = now;
+    }
 }
