@@ -558,7 +558,10 @@ impl Pipeline {
         self.metrics.observe_flowtable(&self.table.stats());
         self.metrics.observe_poll(started.elapsed(), true);
         self.health.set_ready(self.all_attached);
-        if iv.flows.len() >= TRIM_AFTER_FLOWS {
+        let large = iv.flows.len() >= TRIM_AFTER_FLOWS;
+        // Everything the interval held is freed first.
+        drop((iv, records, events));
+        if large {
             trim_heap();
         }
     }

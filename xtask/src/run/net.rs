@@ -209,6 +209,16 @@ pub fn clean_leftovers(prefixes: &[&str]) -> Result<Vec<String>> {
         remove_link(&link);
         removed.push(format!("link {link}"));
     }
+    // Pin directories of persistent-mode tests (removing one detaches
+    // whatever its links still hold).
+    if let Ok(dir) = std::fs::read_dir("/sys/fs/bpf") {
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if ours(&name) && std::fs::remove_dir_all(entry.path()).is_ok() {
+                removed.push(format!("pins /sys/fs/bpf/{name}"));
+            }
+        }
+    }
     Ok(removed)
 }
 
