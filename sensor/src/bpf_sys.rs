@@ -150,15 +150,7 @@ pub fn lookup_and_delete_batch(
     batch: u32,
     sink: impl FnMut(&[u8], &[u8]),
 ) -> io::Result<u64> {
-    read_batches(
-        BPF_MAP_LOOKUP_AND_DELETE_BATCH,
-        map,
-        key_size,
-        value_size,
-        batch,
-        0..u32::MAX,
-        sink,
-    )
+    lookup_and_delete_batch_range(map, key_size, value_size, batch, 0..u32::MAX, sink)
 }
 
 /// [`lookup_and_delete_batch`] over the buckets `buckets` of a hash map

@@ -22,7 +22,7 @@ use std::{
 use common::{
     e2e::{json_lines, quiesce, LinkStats, SensorProc, TempDir},
     livegen,
-    netns::{sh, wait_for, VethPair},
+    netns::{wait_for, VethPair},
     scrape::{self, Series},
 };
 
@@ -162,16 +162,7 @@ fn million_source_flood_keeps_totals_exact_and_memory_bounded() {
     let p = VethPair::new();
     // Only generated frames may cross the pair: no IPv6 (router
     // solicitations, MLD) on either end, and nothing else sends.
-    sh(&[
-        "sysctl",
-        "-qw",
-        &format!("net.ipv6.conf.{}.disable_ipv6=1", p.host),
-    ]);
-    p.ns_sh(&[
-        "sysctl",
-        "-qw",
-        &format!("net.ipv6.conf.{}.disable_ipv6=1", p.peer_if),
-    ]);
+    p.disable_ipv6();
     let dir = TempDir::new("flood");
     let events = dir.path("events.jsonl");
     let flows = dir.path("flows.jsonl");

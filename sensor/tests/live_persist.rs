@@ -43,40 +43,15 @@ impl Drop for PinDir {
     }
 }
 
-/// True while some XDP program is attached to `iface`.
-fn xdp_attached(iface: &str) -> bool {
-    let out = Command::new("ip")
-        .args(["-d", "link", "show", "dev", iface])
-        .output()
-        .expect("ip link show");
-    String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
+/// What the sensor has attached to `iface`: the XDP program and the TCX
+/// egress programs, by name.
+fn attached(iface: &str) -> Vec<String> {
+    common::scrape::programs_on(iface)
 }
 
-/// Number of TCX links whose program is the sensor's TC program (this
-/// bpftool lists TCX links as "type 11" without their device; the root
-/// tiers run one test at a time).
-fn tcx_links() -> usize {
-    let json = |args: &[&str]| -> serde_json::Value {
-        let out = Command::new("bpftool")
-            .arg("-j")
-            .args(args)
-            .output()
-            .expect("bpftool");
-        serde_json::from_slice(&out.stdout).unwrap_or_default()
-    };
-    let links = json(&["link", "show"]);
-    links
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter(|l| l["type"] == 11 || l["type"] == "tcx")
-                .filter(|l| {
-                    let id = l["prog_id"].to_string();
-                    json(&["prog", "show", "id", &id])["name"] == "sensor_tc"
-                })
-                .count()
-        })
-        .unwrap_or(0)
+/// Both of the sensor's programs, once each.
+fn both(iface: &str) -> bool {
+    attached(iface) == ["xdp:sensor_xdp", "tcx_egress:sensor_tc"]
 }
 
 fn sample(metrics: &str, series: &str) -> Option<f64> {
@@ -118,16 +93,7 @@ fn sigkill_and_restart_in_persistent_mode_lose_and_double_nothing() {
     prepare_link(&p);
     // No IPv6 on the link: router solicitations and MLD reports come at
     // times of their own and could fall between the baseline and attach.
-    common::netns::sh(&[
-        "sysctl",
-        "-qw",
-        &format!("net.ipv6.conf.{}.disable_ipv6=1", p.host),
-    ]);
-    p.ns_sh(&[
-        "sysctl",
-        "-qw",
-        &format!("net.ipv6.conf.{}.disable_ipv6=1", p.peer_if),
-    ]);
+    p.disable_ipv6();
     let pins = PinDir::new("persist");
     let dir = TempDir::new("persist");
     let flows = dir.path("flows.jsonl");
@@ -201,8 +167,9 @@ fn sigkill_and_restart_in_persistent_mode_lose_and_double_nothing() {
     unsafe { libc::kill(first.proc.child.id() as i32, libc::SIGKILL) };
     let _ = first.proc.child.wait();
     assert!(
-        xdp_attached(&p.host) && tcx_links() == 1,
-        "the pinned programs must stay attached while the agent is dead"
+        both(&p.host),
+        "the pinned programs must stay attached while the agent is dead: {:?}",
+        attached(&p.host)
     );
     // Traffic goes on, counted by the kernel alone.
     let dead = Instant::now();
@@ -218,10 +185,10 @@ fn sigkill_and_restart_in_persistent_mode_lose_and_double_nothing() {
         "the second agent did not resume from the journal:\n{}",
         second.logs()
     );
-    assert_eq!(
-        tcx_links(),
-        1,
-        "the restart must replace the TC program, not add one"
+    assert!(
+        both(&p.host),
+        "the restart must replace the programs, not add any: {:?}",
+        attached(&p.host)
     );
 
     for t in &mut tools {
@@ -316,14 +283,15 @@ fn sigkill_and_restart_in_persistent_mode_lose_and_double_nothing() {
         .terminate(Duration::from_secs(5))
         .is_some_and(|s| s.success()));
     assert!(
-        xdp_attached(&p.host),
-        "a clean stop keeps the pinned programs"
+        both(&p.host),
+        "a clean stop keeps the pinned programs: {:?}",
+        attached(&p.host)
     );
     drop(pins);
     wait_for(
         "removing the pins to detach",
         Duration::from_secs(5),
-        || !xdp_attached(&p.host) && tcx_links() == 0,
+        || attached(&p.host).is_empty(),
     );
 }
 
@@ -332,14 +300,14 @@ fn without_persistent_mode_a_killed_agent_detaches_everything() {
     let p = VethPair::new();
     let dir = TempDir::new("nopersist");
     let mut s = SensorProc::start(&p.host, &dir, &[]);
-    assert!(xdp_attached(&p.host) && tcx_links() == 1);
+    assert!(both(&p.host), "{:?}", attached(&p.host));
     // SAFETY: signalling our own child.
     unsafe { libc::kill(s.proc.child.id() as i32, libc::SIGKILL) };
     let _ = s.proc.child.wait();
     wait_for(
         "the kernel to detach the dead agent's links",
         Duration::from_secs(5),
-        || !xdp_attached(&p.host) && tcx_links() == 0,
+        || attached(&p.host).is_empty(),
     );
 }
 

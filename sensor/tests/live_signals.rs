@@ -17,7 +17,7 @@ use std::{
 
 use common::{
     e2e::{json_lines, quiesce, SensorProc, TempDir},
-    netns::{enter_netns, pin_neighbours, sh, wait_for, VethPair},
+    netns::{enter_netns, pin_neighbours, wait_for, VethPair},
     scrape::{self, Series},
 };
 
@@ -169,16 +169,7 @@ fn sighup_reloads_top_k_thresholds_and_allowlist_without_losing_counts() {
     let p = VethPair::new();
     // Nothing but the test's traffic on the pair: no IPv6, static
     // neighbours for the host and the peer's two addresses.
-    sh(&[
-        "sysctl",
-        "-qw",
-        &format!("net.ipv6.conf.{}.disable_ipv6=1", p.host),
-    ]);
-    p.ns_sh(&[
-        "sysctl",
-        "-qw",
-        &format!("net.ipv6.conf.{}.disable_ipv6=1", p.peer_if),
-    ]);
+    p.disable_ipv6();
     let pinger_v4 = format!("198.18.{}.3", p.net);
     p.ns_sh(&[
         "ip",

@@ -208,6 +208,21 @@ pub fn quiesce(iface: &str) {
 }
 
 impl VethPair {
+    /// Turns IPv6 off on both ends, so router solicitations and MLD
+    /// reports, which come at times of their own, never cross the pair.
+    pub fn disable_ipv6(&self) {
+        sh(&[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv6.conf.{}.disable_ipv6=1", self.host),
+        ]);
+        self.ns_sh(&[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv6.conf.{}.disable_ipv6=1", self.peer_if),
+        ]);
+    }
+
     /// [`pin_neighbours`] for the pair's own IPv4 and IPv6 addresses.
     pub fn pin_own_neighbours(&self) {
         pin_neighbours(
